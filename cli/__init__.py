@@ -1,0 +1,1 @@
+"""The ``auditor-rt`` command-line interface."""

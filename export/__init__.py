@@ -1,0 +1,1 @@
+"""auditor-rt export: everything that needs torch and timm (data, the risk head, training, ONNX export)."""

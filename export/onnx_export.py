@@ -1,0 +1,169 @@
+"""Write an artifact folder: ONNX graphs, their digests and facts in ``manifest.json`` and in ONNX metadata."""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from auditor_rt.export.backbone import Normalize
+from auditor_rt.export.checkpoint import Checkpoint
+from auditor_rt.export.graphs import AuditModule
+from auditor_rt.runtime.artifact import sha256_file
+from auditor_rt.runtime.errors import ExportError
+from auditor_rt.runtime.manifest import SCHEMA_VERSION, GraphEntry, Manifest, Preprocess, TensorSpec
+
+DEFAULT_OPSET = 18
+_TORCH_TO_ONNX_DTYPE = {torch.uint8: "uint8", torch.float32: "float32", torch.int64: "int64"}
+
+
+def build_audit_module(checkpoint: Checkpoint) -> AuditModule:
+    cfg = checkpoint.config
+    normalize = Normalize(cfg["mean"], cfg["std"])
+    return AuditModule(normalize, checkpoint.build_backbone(), checkpoint.head, checkpoint.input_size).eval()
+
+
+def export_graph(module: torch.nn.Module, path: Path, example: torch.Tensor, opset: int = DEFAULT_OPSET) -> list:
+    """Export with a dynamic batch; returns the output names (the fields of the module's NamedTuple output)."""
+    with torch.no_grad():
+        output_names = list(module(example)._fields)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(module, (example,), str(path), dynamo=True, input_names=["image"],
+                              output_names=output_names, dynamic_shapes=({0: batch},), opset_version=opset,
+                              external_data=False, verbose=False)
+        except Exception as exc:  # the exporter raises many types; the user needs the cause, not the stack
+            raise ExportError(f"torch.onnx.export failed for {type(module).__name__}: {exc}") from exc
+    return output_names
+
+
+def tensor_specs(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Read names, dtypes and (symbolic) shapes back from the saved graph, so the manifest says what ORT sees."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+
+    def specs(values):
+        out = []
+        for value in values:
+            t = value.type.tensor_type
+            dims = [d.dim_param or d.dim_value for d in t.shape.dim]
+            out.append(TensorSpec(value.name, onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name, tuple(dims)))
+        return out
+
+    return specs(model.graph.input), specs(model.graph.output)
+
+
+def write_metadata(path: Path, facts: dict[str, str]) -> None:
+    """Store key facts in the ONNX file's metadata_props so a lone .onnx still describes itself."""
+    import onnx
+
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    for key, value in facts.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    model.producer_name = "auditor-rt"
+    onnx.save(model, str(path))
+
+
+def versions() -> dict[str, str]:
+    import onnx
+    import timm
+
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        exporter = version("auditor-rt")
+    except PackageNotFoundError:
+        exporter = "unknown"
+    return {"torch": torch.__version__, "timm": timm.__version__, "onnx": onnx.__version__, "auditor_rt": exporter}
+
+
+@dataclass
+class ExportResult:
+    folder: Path
+    manifest: Manifest
+    parity: dict[str, float]
+    export_s: float
+
+
+def export_artifact(checkpoint: Checkpoint, out_dir: str | Path, name: str | None = None,
+                    opset: int = DEFAULT_OPSET, check: bool = True) -> ExportResult:
+    """Export the audit graph of ``checkpoint`` into ``out_dir`` and, with ``check``, compare it with PyTorch."""
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = name or folder.name
+    module = build_audit_module(checkpoint)
+    height, width = checkpoint.input_size
+    # Batch 2: tracing at batch 1 would specialise the batch dimension.
+    example = torch.randint(0, 256, (2, height, width, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    path = folder / "audit.onnx"
+    start = time.perf_counter()
+    export_graph(module, path, example, opset)
+    export_s = time.perf_counter() - start
+
+    cfg = checkpoint.config
+    preprocess = Preprocess(input_size=(height, width), mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))
+    document = {
+        "schema_version": SCHEMA_VERSION,
+        "name": name,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": {"backbone": cfg["backbone"], "weights": cfg["weights"], "feature_channels": cfg["head"]["channels"],
+                  "feature_grid": list(module.features.grid)},
+        "head": cfg["head"],
+        "preprocess": preprocess.to_dict(),
+        "decision": {"threshold": cfg["threshold"], "chosen_on": "validation", "criterion": "max balanced accuracy"},
+        "training": {"metrics": cfg.get("metrics", {}), "checkpoint": str(checkpoint.folder.resolve()),
+                     "data": cfg.get("data"), "counts": cfg.get("data_counts", {})},
+        "versions": versions(),
+    }
+    write_metadata(path, {
+        "auditor_rt.schema_version": str(SCHEMA_VERSION), "auditor_rt.graph": "audit",
+        "auditor_rt.backbone": cfg["backbone"], "auditor_rt.weights_sha256": str(cfg["weights"].get("sha256")),
+        "auditor_rt.preprocess": json.dumps(preprocess.to_dict()), "auditor_rt.threshold": str(cfg["threshold"]),
+        "auditor_rt.head": json.dumps(cfg["head"]),
+    })
+    inputs, outputs = tensor_specs(path)
+    graph = GraphEntry(file=path.name, sha256=sha256_file(path), kind="audit", inputs=tuple(inputs),
+                       outputs=tuple(outputs), opset=opset)
+    manifest = Manifest(name=name, preprocess=preprocess, threshold=float(cfg["threshold"]),
+                        graphs={"audit": graph}, document=document)
+    manifest.write(folder)
+    parity = check_parity(module, folder) if check else {}
+    return ExportResult(folder, manifest, parity, export_s)
+
+
+def check_parity(module: AuditModule, folder: Path, batch: int = 3, seed: int = 1) -> dict[str, float]:
+    """Run the exported graph in ONNX Runtime (CPU) on new inputs at a new batch size and compare with PyTorch.
+
+    Returns the max abs error of each output, relative to that output's max magnitude for maps.
+    Raises ExportError past 1e-4 (logit: absolute; maps: relative to their scale).
+    """
+    from auditor_rt.runtime.artifact import Artifact
+    from auditor_rt.runtime.runners import create_runner
+
+    height, width = module.input_size
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(images))._asdict()
+    with create_runner(Artifact(folder), "audit", providers="cpu") as runner:
+        actual = runner.infer({"image": images})
+    errors = {}
+    for key, reference in expected.items():
+        reference = reference.numpy()
+        scale = 1.0 if key in ("logit", "score") else max(float(np.abs(reference).max()), 1e-12)
+        errors[key] = float(np.abs(actual[key] - reference).max() / scale)
+    failed = {k: v for k, v in errors.items() if v > 1e-4}
+    if failed:
+        raise ExportError(f"exported graph differs from PyTorch past 1e-4: {failed}; the artifact is not usable")
+    return errors

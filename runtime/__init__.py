@@ -1,0 +1,25 @@
+"""auditor-rt runtime: runs exported artifacts with numpy, ONNX Runtime and OpenCV only (never torch or timm).
+
+The public names load lazily, so ``import auditor_rt.runtime`` costs nothing until one is used.
+"""
+
+from importlib import import_module
+
+_EXPORTS = {
+    "Artifact": "auditor_rt.runtime.artifact",
+    "Manifest": "auditor_rt.runtime.manifest",
+    "Auditor": "auditor_rt.runtime.auditor",
+    "AuditResult": "auditor_rt.runtime.auditor",
+    "Region": "auditor_rt.runtime.regions",
+    "create_runner": "auditor_rt.runtime.runners",
+    "decode_image": "auditor_rt.runtime.imageio",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'auditor_rt.runtime' has no attribute {name!r}")
+    return getattr(import_module(module), name)

@@ -1,0 +1,107 @@
+"""The public API: ``Auditor.load("engines/x")(images) -> list[AuditResult]``.
+
+Decoding and resizing happen here with OpenCV; normalisation, the risk map and the heatmap happen inside the graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import cv2
+import numpy as np
+
+from auditor_rt.runtime.artifact import Artifact
+from auditor_rt.runtime.imageio import ImageSource, decode_image, resize_image
+from auditor_rt.runtime.regions import Region, find_regions
+from auditor_rt.runtime.runners import create_runner
+
+
+@dataclass
+class AuditResult:
+    """One image's audit. ``heatmap`` is at the original image size, in [0, 1]; ``risk_map`` is the raw signed
+    grid from the head (positive = evidence for risk)."""
+
+    score: float
+    logit: float
+    label: bool
+    threshold: float
+    risk_map: np.ndarray
+    heatmap: np.ndarray
+    regions: list[Region] = field(default_factory=list)
+    image_size: tuple[int, int] = (0, 0)  # (height, width) of the original image
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (maps omitted: they go to files)."""
+        return {
+            "score": round(self.score, 6),
+            "logit": round(self.logit, 6),
+            "label": "risk" if self.label else "no_risk",
+            "threshold": self.threshold,
+            "regions": [r.to_dict() for r in self.regions],
+            "image_size": list(self.image_size),
+        }
+
+
+class Auditor:
+    def __init__(self, artifact: Artifact, runner, batch_size: int = 8, region_threshold: float = 0.5):
+        self.artifact = artifact
+        self.runner = runner
+        self.batch_size = batch_size
+        self.region_threshold = region_threshold
+        self.input_size = artifact.manifest.preprocess.input_size
+        self.threshold = artifact.manifest.threshold
+
+    @classmethod
+    def load(cls, folder: str | Path, backend: str = "auto", providers=None, threads: int | None = None,
+             batch_size: int = 8, region_threshold: float = 0.5) -> "Auditor":
+        artifact = Artifact.load(folder)
+        runner = create_runner(artifact, "audit", backend=backend, providers=providers, threads=threads)
+        return cls(artifact, runner, batch_size=batch_size, region_threshold=region_threshold)
+
+    def __enter__(self) -> "Auditor":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.runner.close()
+
+    def __call__(self, images: ImageSource | Sequence[ImageSource]) -> list[AuditResult]:
+        """Audit paths, encoded buffers or RGB arrays. Raises ImageDecodeError on the first unreadable one."""
+        if isinstance(images, (str, Path, bytes, np.ndarray)):
+            images = [images]
+        return self.audit_arrays([decode_image(image) for image in images])
+
+    def audit_arrays(self, images: Iterable[np.ndarray]) -> list[AuditResult]:
+        """Audit decoded RGB uint8 images of any size, in batches of ``batch_size``."""
+        images = list(images)
+        results: list[AuditResult] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start:start + self.batch_size]
+            outputs = self.run_batch(np.stack([resize_image(im, self.input_size) for im in chunk]))
+            results.extend(self.postprocess(outputs, i, im.shape[:2]) for i, im in enumerate(chunk))
+        return results
+
+    def run_batch(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Run the graph on a uint8 NHWC batch already at the input size."""
+        return self.runner.infer({"image": batch})
+
+    def postprocess(self, outputs: dict[str, np.ndarray], index: int, image_size: tuple[int, int]) -> AuditResult:
+        height, width = image_size
+        heatmap = outputs["heatmap"][index]
+        if heatmap.shape != (height, width):
+            heatmap = cv2.resize(heatmap, (width, height), interpolation=cv2.INTER_LINEAR)
+        score = float(outputs["score"][index])
+        return AuditResult(
+            score=score,
+            logit=float(outputs["logit"][index]),
+            label=score >= self.threshold,
+            threshold=self.threshold,
+            risk_map=outputs["risk_map"][index],
+            heatmap=heatmap,
+            regions=find_regions(heatmap, self.region_threshold),
+            image_size=(height, width),
+        )

@@ -1,0 +1,43 @@
+"""The project's exception hierarchy.
+
+Every error a user can cause is an ``AuditorError`` whose message says what was wrong and what to do. The CLI turns
+these into one-line errors with a non-zero exit code; anything else is a bug and keeps its traceback.
+"""
+
+
+class AuditorError(Exception):
+    """Base class: a problem the user can fix (bad input, missing file, wrong artifact)."""
+
+    exit_code = 2
+
+
+class ConfigError(AuditorError):
+    """An option, checkpoint config or manifest field has a value that cannot be used."""
+
+
+class ArtifactError(AuditorError):
+    """An artifact folder is missing, incomplete or unreadable."""
+
+
+class DigestMismatchError(ArtifactError):
+    """A file on disk is not the one the manifest names (its SHA-256 differs)."""
+
+
+class InputValidationError(AuditorError):
+    """A tensor fed to a runner has the wrong name, dtype or shape."""
+
+
+class ImageDecodeError(AuditorError):
+    """An image file or buffer could not be decoded."""
+
+
+class DataError(AuditorError):
+    """A data set (folder, CSV or JSONL manifest) is malformed or empty."""
+
+
+class BackendUnavailableError(AuditorError):
+    """The requested backend or execution provider is not installed or cannot run here."""
+
+
+class ExportError(AuditorError):
+    """Exporting a model to ONNX failed, or the export does not match PyTorch."""

@@ -1,0 +1,96 @@
+"""Batch inference over image items with per-item error records, overlays, JSONL and a contact sheet."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from auditor_rt.runtime.auditor import AuditResult, Auditor
+from auditor_rt.runtime.errors import ImageDecodeError
+from auditor_rt.runtime.imageio import decode_image
+from auditor_rt.runtime.sources import Item
+from auditor_rt.runtime.visualize import contact_sheet, draw_caption, draw_regions, letterbox, overlay, write_rgb
+
+SHEET_LIMIT = 64
+
+
+@dataclass
+class InferSummary:
+    folder: Path
+    ok: int = 0
+    errors: int = 0
+    positives: int = 0
+    seconds: float = 0.0
+    records: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"run_folder": str(self.folder), "ok": self.ok, "errors": self.errors, "positives": self.positives,
+                "seconds": round(self.seconds, 3), "results": str(self.folder / "results.jsonl")}
+
+
+def render_overlay(image: np.ndarray, result: AuditResult) -> np.ndarray:
+    """Heatmap blended over the image, with region boxes when the label is risk."""
+    picture = overlay(image, result.heatmap)
+    return draw_regions(picture, result.regions) if result.label else picture
+
+
+def caption_of(result: AuditResult, digits: int = 3) -> str:
+    return f"{'RISK' if result.label else 'ok'} {result.score:.{digits}f}"
+
+
+def run_inference(auditor: Auditor, items: Sequence[Item], folder: Path, save_overlays: bool = True,
+                  progress: Callable[[int], None] | None = None) -> InferSummary:
+    """Audit ``items`` in batches. Every item yields exactly one JSONL record, ``ok`` or ``error``."""
+    summary = InferSummary(folder)
+    overlay_dir = folder / "overlays"
+    if save_overlays:
+        overlay_dir.mkdir(parents=True, exist_ok=True)
+    thumbs, captions = [], []
+    start = time.perf_counter()
+    with open(folder / "results.jsonl", "w") as jsonl:
+        for offset in range(0, len(items), auditor.batch_size):
+            chunk = list(enumerate(items[offset:offset + auditor.batch_size], start=offset))
+            decoded = []
+            for index, item in chunk:
+                try:
+                    if item.error:
+                        raise ImageDecodeError(f"{item.source}: {item.error}")
+                    decoded.append((index, item, decode_image(item.source)))
+                except ImageDecodeError as exc:
+                    _write(jsonl, summary, {"index": index, "source": item.source, "status": "error",
+                                            "error": str(exc)})
+            results = auditor.audit_arrays([image for _, _, image in decoded]) if decoded else []
+            for (index, item, image), result in zip(decoded, results):
+                record = {"index": index, "source": item.source, "status": "ok", **result.to_dict()}
+                if save_overlays:
+                    picture = render_overlay(image, result)
+                    name = overlay_dir / f"{index:05d}_{Path(item.source).stem}.jpg"
+                    write_rgb(name, draw_caption(picture, caption_of(result)))
+                    record["overlay"] = str(name)
+                    if len(thumbs) < SHEET_LIMIT:
+                        thumbs.append(letterbox(picture, 192))  # keep thumbnails, not full images
+                        captions.append(caption_of(result, 2))
+                _write(jsonl, summary, record)
+                summary.positives += bool(result.label)
+            if progress is not None:
+                progress(len(chunk))
+    summary.seconds = time.perf_counter() - start
+    if thumbs:
+        write_rgb(folder / "contact_sheet.png", contact_sheet(thumbs, captions))
+    (folder / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+    return summary
+
+
+def _write(handle, summary: InferSummary, record: dict) -> None:
+    handle.write(json.dumps(record) + "\n")
+    handle.flush()
+    summary.records.append(record)
+    if record["status"] == "ok":
+        summary.ok += 1
+    else:
+        summary.errors += 1

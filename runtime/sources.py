@@ -1,0 +1,48 @@
+"""Expand what a user typed (files, folders, globs) into image items, keeping every unusable argument as an error
+record so that the records of a run always equal its inputs."""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from auditor_rt.runtime.imageio import is_image_path
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input: an image path, or an argument that named nothing usable (``error`` says why)."""
+
+    source: str
+    error: str | None = None
+
+
+def _folder_images(folder: Path, recursive: bool) -> list[Path]:
+    pattern = "**/*" if recursive else "*"
+    return sorted(p for p in folder.glob(pattern) if p.is_file() and is_image_path(p))
+
+
+def expand_sources(arguments: Iterable[str], recursive: bool = False) -> list[Item]:
+    items: list[Item] = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            found = _folder_images(path, recursive)
+            items.extend(Item(str(p)) for p in found)
+            if not found:
+                hint = "" if recursive else " (use --recursive to look in subfolders)"
+                items.append(Item(argument, f"folder has no images{hint}"))
+        elif path.is_file():
+            items.append(Item(argument))
+        elif glob.has_magic(argument):
+            matches = sorted(p for p in glob.glob(os.path.expanduser(argument), recursive=True)
+                             if os.path.isfile(p) and is_image_path(p))
+            items.extend(Item(p) for p in matches)
+            if not matches:
+                items.append(Item(argument, "glob matched no image files"))
+        else:
+            items.append(Item(argument, "no such file or folder"))
+    return items

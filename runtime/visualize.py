@@ -1,0 +1,93 @@
+"""Pictures for people: heatmap overlays, region boxes and contact sheets (all RGB uint8)."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from auditor_rt.runtime.regions import Region
+
+
+def _diverging_lut() -> np.ndarray:
+    """Blue (against) -> white (0) -> red (for), as a 256x1x3 RGB lookup table."""
+    t = np.linspace(-1.0, 1.0, 256)[:, None]
+    blue, white, red = np.array([33, 102, 172]), np.array([247, 247, 247]), np.array([178, 24, 43])
+    lut = np.where(t < 0, white + (blue - white) * -t, white + (red - white) * t)
+    return lut.astype(np.uint8)[:, None, :]
+
+
+DIVERGING_LUT = _diverging_lut()
+
+
+def colorize(values: np.ndarray, signed: bool = False) -> np.ndarray:
+    """Map a 2-D map to RGB: unsigned [0,1] maps use TURBO; signed maps are scaled by max |v| and use red/blue."""
+    values = np.asarray(values, dtype=np.float32)
+    if signed:
+        scale = float(np.abs(values).max()) or 1.0
+        index = np.clip((values / scale + 1.0) * 127.5, 0, 255).astype(np.uint8)
+        return DIVERGING_LUT[index, 0]
+    index = np.clip(values * 255.0, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(cv2.applyColorMap(index, cv2.COLORMAP_TURBO), cv2.COLOR_BGR2RGB)
+
+
+def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45, signed: bool = False) -> np.ndarray:
+    """Alpha-blend a colourised map over an RGB image; the map is resized to the image first."""
+    height, width = image.shape[:2]
+    if heat.shape != (height, width):
+        heat = cv2.resize(heat.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    return cv2.addWeighted(image, 1.0 - alpha, colorize(heat, signed), alpha, 0.0)
+
+
+def draw_regions(image: np.ndarray, regions: Sequence[Region], color=(255, 255, 255)) -> np.ndarray:
+    out = image.copy()
+    thickness = max(1, round(min(image.shape[:2]) / 200))
+    for region in regions:
+        cv2.rectangle(out, (region.x0, region.y0), (region.x1 - 1, region.y1 - 1), color, thickness)
+    return out
+
+
+def draw_caption(image: np.ndarray, text: str, color=(255, 255, 255)) -> np.ndarray:
+    """Write ``text`` on a dark band along the top edge."""
+    out = image.copy()
+    scale = max(0.4, min(image.shape[:2]) / 500)
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    cv2.rectangle(out, (0, 0), (min(out.shape[1], tw + 8), th + base + 6), (0, 0, 0), -1)
+    cv2.putText(out, text, (4, th + 3), cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1, cv2.LINE_AA)
+    return out
+
+
+def contact_sheet(images: Sequence[np.ndarray], captions: Sequence[str] | None = None, thumb: int = 192,
+                  columns: int | None = None) -> np.ndarray:
+    """Tile images (each letterboxed into a thumb x thumb square) into one RGB sheet, with optional captions."""
+    if not images:
+        raise ValueError("contact_sheet needs at least one image")
+    columns = columns or min(len(images), max(1, math.ceil(math.sqrt(len(images) * 1.5))))
+    rows = math.ceil(len(images) / columns)
+    sheet = np.full((rows * thumb, columns * thumb, 3), 32, dtype=np.uint8)
+    for i, image in enumerate(images):
+        tile = letterbox(image, thumb)
+        if captions is not None:
+            tile = draw_caption(tile, captions[i])
+        r, c = divmod(i, columns)
+        sheet[r * thumb:(r + 1) * thumb, c * thumb:(c + 1) * thumb] = tile
+    return sheet
+
+
+def letterbox(image: np.ndarray, size: int) -> np.ndarray:
+    height, width = image.shape[:2]
+    scale = size / max(height, width)
+    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    tile = np.full((size, size, 3), 32, dtype=np.uint8)
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    tile[top:top + new_h, left:left + new_w] = resized
+    return tile
+
+
+def write_rgb(path, image: np.ndarray) -> None:
+    """Write an RGB image with OpenCV (which expects BGR)."""
+    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write {path}")

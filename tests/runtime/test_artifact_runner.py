@@ -1,0 +1,320 @@
+"""Artifacts (manifest + digests) and runners, on a tiny ONNX graph built with the ``onnx`` helper API."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper  # noqa: E402
+
+from auditor_rt.runtime.artifact import Artifact, sha256_file  # noqa: E402
+from auditor_rt.runtime.errors import (  # noqa: E402
+    ArtifactError,
+    BackendUnavailableError,
+    ConfigError,
+    DigestMismatchError,
+    InputValidationError,
+)
+from auditor_rt.runtime.manifest import GraphEntry, Manifest, Preprocess, TensorSpec  # noqa: E402
+from auditor_rt.runtime.runners import create_runner  # noqa: E402
+from auditor_rt.runtime.runners.onnxruntime import OnnxRuntimeRunner, resolve_providers  # noqa: E402
+
+SIZE = 8
+IMAGE = TensorSpec("image", "uint8", ("batch", SIZE, SIZE, 3))
+TARGET = TensorSpec("target", "int64", ("batch",))
+SCORE = TensorSpec("score", "float32", ("batch",))
+HEATMAP = TensorSpec("heatmap", "float32", ("batch", SIZE, SIZE))
+
+
+def _audit_graph() -> onnx.ModelProto:
+    """score = mean pixel / 255; heatmap = per-pixel channel mean / 255."""
+    nodes = [
+        helper.make_node("Cast", ["image"], ["image_f"], to=TensorProto.FLOAT),
+        helper.make_node("Constant", [], ["inv255"], value=helper.make_tensor("c", TensorProto.FLOAT, [], [1 / 255])),
+        helper.make_node("Mul", ["image_f", "inv255"], ["scaled"]),
+        helper.make_node("ReduceMean", ["scaled"], ["heatmap"], axes=[3], keepdims=0),
+        helper.make_node("ReduceMean", ["heatmap"], ["score"], axes=[1, 2], keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes, "audit",
+        [helper.make_tensor_value_info("image", TensorProto.UINT8, ["batch", SIZE, SIZE, 3])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch"]),
+         helper.make_tensor_value_info("heatmap", TensorProto.FLOAT, ["batch", SIZE, SIZE])],
+    )
+    return _model(graph)
+
+
+def _explain_graph() -> onnx.ModelProto:
+    """Two inputs sharing the batch dim: score = mean pixel / 255 + target."""
+    nodes = [
+        helper.make_node("Cast", ["image"], ["image_f"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMean", ["image_f"], ["mean"], axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Cast", ["target"], ["target_f"], to=TensorProto.FLOAT),
+        helper.make_node("Add", ["mean", "target_f"], ["score"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "explain",
+        [helper.make_tensor_value_info("image", TensorProto.UINT8, ["batch", SIZE, SIZE, 3]),
+         helper.make_tensor_value_info("target", TensorProto.INT64, ["batch"])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch"])],
+    )
+    return _model(graph)
+
+
+def _model(graph) -> onnx.ModelProto:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # old enough for any onnxruntime this project supports
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.fixture
+def artifact_dir(tmp_path):
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    graphs = {}
+    for key, model, inputs, outputs in [
+        ("audit", _audit_graph(), (IMAGE,), (SCORE, HEATMAP)),
+        ("explain", _explain_graph(), (IMAGE, TARGET), (SCORE,)),
+    ]:
+        path = folder / f"{key}.onnx"
+        onnx.save(model, str(path))
+        graphs[key] = GraphEntry(file=path.name, sha256=sha256_file(path), kind=key, inputs=inputs,
+                                 outputs=outputs, opset=17)
+    manifest = Manifest(
+        name="tiny",
+        preprocess=Preprocess(input_size=(SIZE, SIZE), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
+        threshold=0.4,
+        graphs=graphs,
+        document={"backbone": {"name": "none"}},
+    )
+    manifest.write(folder)
+    return folder
+
+
+@pytest.fixture
+def images():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (3, SIZE, SIZE, 3), dtype=np.uint8)
+
+
+def expected_outputs(images):
+    heatmap = images.astype(np.float32).mean(axis=3) / 255
+    return heatmap.mean(axis=(1, 2)), heatmap
+
+
+# --- manifest and artifact -------------------------------------------------------------------------------------
+
+def test_manifest_round_trips_through_json(artifact_dir):
+    manifest = Manifest.read(artifact_dir / "manifest.json")
+    assert manifest.name == "tiny" and manifest.threshold == pytest.approx(0.4)
+    assert manifest.preprocess.input_size == (SIZE, SIZE) and manifest.preprocess.dtype == "uint8"
+    assert manifest.graphs["audit"].inputs == (IMAGE,)
+    assert manifest.graphs["explain"].inputs == (IMAGE, TARGET)
+    assert manifest.document["backbone"] == {"name": "none"}  # unknown facts are kept
+    data = json.loads((artifact_dir / "manifest.json").read_text())
+    assert data["schema_version"] == 1 and data["decision"]["threshold"] == pytest.approx(0.4)
+
+
+def test_digest_check_passes_on_untouched_files(artifact_dir):
+    artifact = Artifact.load(artifact_dir)
+    assert artifact.name == "tiny"
+    assert artifact.verify() == {"audit": "ok", "explain": "ok"}
+    assert artifact.graph_path("audit") == artifact_dir / "audit.onnx"
+
+
+def test_modified_graph_raises_digest_mismatch(artifact_dir):
+    path = artifact_dir / "audit.onnx"
+    path.write_bytes(path.read_bytes() + b"\0")
+    artifact = Artifact(artifact_dir)
+    with pytest.raises(DigestMismatchError, match="audit.onnx") as info:
+        artifact.graph_path("audit")
+    assert "does not match" in str(info.value)
+    with pytest.raises(DigestMismatchError):
+        artifact.verify()
+    with pytest.raises(DigestMismatchError):
+        create_runner(artifact, "audit", backend="onnxruntime", providers="cpu")
+    assert artifact.graph_path("explain").is_file()  # the other graph is still fine
+
+
+def test_missing_graph_file_is_an_artifact_error(artifact_dir):
+    (artifact_dir / "explain.onnx").unlink()
+    with pytest.raises(ArtifactError, match="missing"):
+        Artifact(artifact_dir).graph_path("explain")
+
+
+def test_unknown_graph_name_lists_the_known_ones(artifact_dir):
+    with pytest.raises(ArtifactError, match="'gradcam'.*audit, explain"):
+        Artifact(artifact_dir).graph("gradcam")
+
+
+def test_missing_folder_and_missing_manifest(tmp_path):
+    with pytest.raises(ArtifactError, match="no such artifact folder"):
+        Artifact(tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ArtifactError, match="manifest.json"):
+        Artifact(tmp_path / "empty")
+    with pytest.raises(ArtifactError, match="not found"):
+        Manifest.read(tmp_path / "empty" / "manifest.json")
+
+
+def test_bad_manifests_are_artifact_errors(artifact_dir):
+    path = artifact_dir / "manifest.json"
+    data = json.loads(path.read_text())
+    path.write_text("{ not json")
+    with pytest.raises(ArtifactError, match="not valid JSON"):
+        Artifact(artifact_dir)
+    path.write_text(json.dumps({**data, "schema_version": 99}))
+    with pytest.raises(ArtifactError, match="schema_version 99"):
+        Artifact(artifact_dir)
+    path.write_text(json.dumps({k: v for k, v in data.items() if k != "preprocess"}))
+    with pytest.raises(ArtifactError, match="malformed.*preprocess"):
+        Artifact(artifact_dir)
+
+
+# --- runners: inference and validation -------------------------------------------------------------------------
+
+@pytest.fixture
+def runner(artifact_dir):
+    with create_runner(Artifact(artifact_dir), "audit", backend="auto", providers="cpu") as runner:
+        yield runner
+
+
+def test_infer_gives_the_graph_outputs(runner, images):
+    outputs = runner.infer({"image": images})
+    score, heatmap = expected_outputs(images)
+    assert set(outputs) == {"score", "heatmap"}
+    assert outputs["score"].shape == (3,) and outputs["heatmap"].shape == (3, SIZE, SIZE)
+    np.testing.assert_allclose(outputs["score"], score, rtol=1e-5)
+    np.testing.assert_allclose(outputs["heatmap"], heatmap, rtol=1e-5)
+    assert runner.last_latency_ms is not None and runner.last_latency_ms >= 0
+    assert isinstance(runner, OnnxRuntimeRunner) and runner.active_providers == ["CPUExecutionProvider"]
+
+
+def test_missing_and_extra_input_names(runner, images):
+    with pytest.raises(InputValidationError, match=r"missing \['image'\].*unexpected \['images'\]"):
+        runner.infer({"images": images})
+    with pytest.raises(InputValidationError, match=r"missing none, unexpected \['noise'\]"):
+        runner.infer({"image": images, "noise": images})
+
+
+def test_wrong_dtype_names_the_input_and_both_dtypes(runner, images):
+    with pytest.raises(InputValidationError) as info:
+        runner.infer({"image": images.astype(np.float32)})
+    message = str(info.value)
+    assert "'image'" in message and "uint8" in message and "float32" in message
+
+
+@pytest.mark.parametrize("shape, received", [
+    ((2, SIZE - 1, SIZE, 3), "[2, 7, 8, 3]"),
+    ((2, SIZE, SIZE, 4), "[2, 8, 8, 4]"),
+    ((SIZE, SIZE, 3), "[8, 8, 3]"),  # a single image without its batch axis
+])
+def test_wrong_shape_names_expected_and_received(runner, shape, received):
+    with pytest.raises(InputValidationError) as info:
+        runner.infer({"image": np.zeros(shape, np.uint8)})
+    message = str(info.value)
+    assert "'image'" in message and "[batch, 8, 8, 3]" in message and received in message
+
+
+def test_empty_batch_is_refused(runner):
+    with pytest.raises(InputValidationError, match="empty batch"):
+        runner.infer({"image": np.zeros((0, SIZE, SIZE, 3), np.uint8)})
+
+
+def test_non_array_input_is_refused(runner, images):
+    with pytest.raises(InputValidationError, match="numpy array"):
+        runner.infer({"image": images.tolist()})
+
+
+def test_two_inputs_must_agree_on_the_batch(artifact_dir, images):
+    with create_runner(Artifact(artifact_dir), "explain", providers="cpu") as runner:
+        outputs = runner.infer({"image": images, "target": np.array([0, 1, 2], np.int64)})
+        np.testing.assert_allclose(outputs["score"], images.reshape(3, -1).mean(axis=1) + [0, 1, 2], rtol=1e-5)
+        with pytest.raises(InputValidationError, match=r"batch size: \[2, 3\]"):
+            runner.infer({"image": images, "target": np.array([0, 1], np.int64)})
+        with pytest.raises(InputValidationError, match="'target'.*int64.*int32"):
+            runner.infer({"image": images, "target": np.array([0, 1, 2], np.int32)})
+
+
+def test_io_binding_on_cpu_matches_the_plain_path(artifact_dir, images):
+    artifact = Artifact(artifact_dir)
+    with create_runner(artifact, providers="cpu", io_binding=False) as plain, \
+            create_runner(artifact, providers="cpu", io_binding=True) as bound:
+        assert plain.io_binding is False and bound.io_binding is True
+        first, second = plain.infer({"image": images}), bound.infer({"image": images})
+        # a non-contiguous view goes through np.ascontiguousarray on the binding path
+        reversed_batch = images[::-1]
+        third = bound.infer({"image": reversed_batch})
+    assert set(first) == set(second)
+    for name in first:
+        np.testing.assert_array_equal(first[name], second[name])
+    np.testing.assert_allclose(third["score"], first["score"][::-1], rtol=1e-6)
+
+
+def test_io_binding_defaults_to_off_on_cpu(runner):
+    assert runner.io_binding is False
+
+
+def test_close_is_safe_twice(artifact_dir):
+    runner = create_runner(Artifact(artifact_dir), providers="cpu")
+    runner.close()
+    runner.close()
+
+
+# --- providers and backends ------------------------------------------------------------------------------------
+
+ALL = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+@pytest.mark.parametrize("requested, available, expected", [
+    ("auto", ["CPUExecutionProvider", "CUDAExecutionProvider"], ["CUDAExecutionProvider", "CPUExecutionProvider"]),
+    (None, ALL + ["AzureExecutionProvider"], ALL),
+    ("cpu", ALL, ["CPUExecutionProvider"]),
+    ("CUDA", ALL, ["CUDAExecutionProvider"]),
+    ("trt", ALL, ["TensorrtExecutionProvider"]),
+    (["tensorrt", "cuda", "cpu"], ALL, ALL),
+    (["CPUExecutionProvider"], ["CPUExecutionProvider"], ["CPUExecutionProvider"]),
+])
+def test_resolve_providers(requested, available, expected):
+    assert resolve_providers(requested, available) == expected
+
+
+def test_unavailable_provider_names_it_and_the_available_ones():
+    with pytest.raises(BackendUnavailableError, match="CUDAExecutionProvider.*available.*CPUExecutionProvider"):
+        resolve_providers(["cuda", "cpu"], ["CPUExecutionProvider"])
+    with pytest.raises(BackendUnavailableError, match="FancyExecutionProvider"):
+        resolve_providers("FancyExecutionProvider", ALL)
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="CUDA is available here")
+def test_create_runner_with_an_unavailable_provider(artifact_dir):
+    with pytest.raises(BackendUnavailableError, match="CUDAExecutionProvider"):
+        create_runner(Artifact(artifact_dir), providers="cuda")
+
+
+def test_unknown_backend_is_a_config_error(artifact_dir):
+    with pytest.raises(ConfigError, match="unknown backend 'openvino'"):
+        create_runner(Artifact(artifact_dir), backend="openvino")
+
+
+def test_native_tensorrt_backend_is_unavailable(artifact_dir):
+    with pytest.raises(BackendUnavailableError, match="TensorRT"):
+        create_runner(Artifact(artifact_dir), backend="tensorrt")
+
+
+def test_unloadable_graph_is_a_backend_error(artifact_dir):
+    """A graph whose digest matches but which ORT cannot load is reported, not raised as an ORT exception."""
+    path = artifact_dir / "audit.onnx"
+    path.write_bytes(b"not an onnx model")
+    manifest = Manifest.read(artifact_dir / "manifest.json")
+    entry = manifest.graphs["audit"]
+    manifest.graphs["audit"] = GraphEntry(entry.file, sha256_file(path), entry.kind, entry.inputs, entry.outputs,
+                                          entry.opset)
+    manifest.write(artifact_dir)
+    with pytest.raises(BackendUnavailableError, match="could not load"):
+        create_runner(Artifact(artifact_dir), providers="cpu")
