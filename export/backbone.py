@@ -113,7 +113,12 @@ def _load_file(model: nn.Module, path: Path) -> WeightsInfo:
             if isinstance(state, dict) and isinstance(state.get(key), dict):
                 state = state[key]
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches: weights of another architecture
+        detail = str(exc).strip().splitlines()[-1].strip()
+        raise ConfigError(f"--weights {path}: tensors do not fit this backbone ({detail}); is this file for the "
+                          "same --backbone? (missing or mismatched tensors)") from None
     missing = [k for k in result.missing_keys if not k.startswith(("fc.", "head", "classifier"))]
     if missing:
         raise ConfigError(

@@ -29,11 +29,10 @@ def finetune(cfg: TrainConfig, out_dir: str | Path, log=print, backbone_lr: floa
     size = (cfg.input_size, cfg.input_size)
     loader = make_loader(setup.train_samples, size, batch_size=cfg.batch_size, workers=cfg.workers, shuffle=True,
                          seed=cfg.seed)
-    with torch.no_grad():  # standardise with the features the untrained backbone gives on one batch
-        first = next(b for b in loader if len(b.indices))
-        head.set_feature_stats(extractor(normalize(first.images)))
+    # The head's feature standardisation stays the identity here: the features change as the backbone learns,
+    # and stats fixed on the untrained backbone blow the risk maps up.
     optimizer = torch.optim.AdamW([
-        {"params": model.parameters(), "lr": backbone_lr or cfg.lr / 3},
+        {"params": model.parameters(), "lr": backbone_lr or cfg.lr / 3},  # gentler: the backbone has far more weights
         {"params": head.parameters(), "lr": cfg.lr},
     ], weight_decay=cfg.weight_decay)
     history, best, skipped, epoch_times = [], BestKeeper(), [], []

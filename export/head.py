@@ -44,7 +44,9 @@ class RiskHead(nn.Module):
         """Standardise channels with statistics of [N, C, h, w] training features."""
         flat = features.float().transpose(0, 1).flatten(1)
         self.feature_mean.copy_(flat.mean(dim=1))
-        self.feature_std.copy_(flat.std(dim=1).clamp_min(1e-6))
+        std = flat.std(dim=1)
+        # Near-constant channels carry no signal; dividing by their tiny std would only amplify float noise.
+        self.feature_std.copy_(std.clamp_min(0.01 * float(std.mean()) + 1e-6))
 
     def forward(self, features: torch.Tensor) -> HeadOutput:
         scale = self.feature_std.view(1, -1, 1, 1)

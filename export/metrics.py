@@ -21,7 +21,7 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
-    """AP as the mean of precision at each positive, in descending score order (sklearn's definition)."""
+    """AP as sum over thresholds of (recall step) x precision, tied scores forming one threshold (as sklearn)."""
     scores, labels = np.asarray(scores, float), np.asarray(labels).astype(bool)
     if labels.sum() == 0:
         return float("nan")

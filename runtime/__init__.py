@@ -3,7 +3,14 @@
 The public names load lazily, so ``import auditor_rt.runtime`` costs nothing until one is used.
 """
 
+import os
 from importlib import import_module
+
+from auditor_rt.runtime.imageio_limits import DEFAULT_MAX_PIXELS
+
+# OpenCV checks this before it allocates a decoded image (decompression bombs); it reads it once, so set it before
+# anything in the runtime imports cv2. A user's own setting wins.
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(DEFAULT_MAX_PIXELS))
 
 _EXPORTS = {
     "Artifact": "auditor_rt.runtime.artifact",

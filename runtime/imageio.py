@@ -11,9 +11,9 @@ import numpy as np
 
 from auditor_rt.runtime.errors import ImageDecodeError
 
+from auditor_rt.runtime.imageio_limits import DEFAULT_MAX_PIXELS
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-# Refuse images past this many pixels before they fill memory (decompression bombs). 100 MP covers real cameras.
-DEFAULT_MAX_PIXELS = 100_000_000
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray]
 
@@ -40,7 +40,7 @@ def decode_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> n
     try:
         bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
     except cv2.error as exc:  # OpenCV raises for images past its own pixel limit
-        raise ImageDecodeError(f"{name}: OpenCV refused to decode it ({_first_line(exc)})") from None
+        raise ImageDecodeError(f"{name}: OpenCV refused to decode it ({_last_line(exc)})") from None
     if bgr is None:
         raise ImageDecodeError(f"{name}: not a readable image (corrupt, truncated or an unsupported format)")
     height, width = bgr.shape[:2]
@@ -85,6 +85,7 @@ def is_image_path(path: Union[str, os.PathLike]) -> bool:
     return str(path).lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _first_line(exc: Exception) -> str:
+def _last_line(exc: Exception) -> str:
+    """OpenCV's messages end with the useful line; the ones before it are source locations."""
     text = str(exc).strip().splitlines()
     return text[-1].strip() if text else type(exc).__name__

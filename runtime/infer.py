@@ -55,15 +55,15 @@ def run_inference(auditor: Auditor, items: Sequence[Item], folder: Path, save_ov
     with open(folder / "results.jsonl", "w") as jsonl:
         for offset in range(0, len(items), auditor.batch_size):
             chunk = list(enumerate(items[offset:offset + auditor.batch_size], start=offset))
-            decoded = []
+            chunk_records, decoded = {}, []
             for index, item in chunk:
                 try:
                     if item.error:
                         raise ImageDecodeError(f"{item.source}: {item.error}")
                     decoded.append((index, item, decode_image(item.source)))
                 except ImageDecodeError as exc:
-                    _write(jsonl, summary, {"index": index, "source": item.source, "status": "error",
-                                            "error": str(exc)})
+                    chunk_records[index] = {"index": index, "source": item.source, "status": "error",
+                                            "error": str(exc)}
             results = auditor.audit_arrays([image for _, _, image in decoded]) if decoded else []
             for (index, item, image), result in zip(decoded, results):
                 record = {"index": index, "source": item.source, "status": "ok", **result.to_dict()}
@@ -75,8 +75,10 @@ def run_inference(auditor: Auditor, items: Sequence[Item], folder: Path, save_ov
                     if len(thumbs) < SHEET_LIMIT:
                         thumbs.append(letterbox(picture, 192))  # keep thumbnails, not full images
                         captions.append(caption_of(result, 2))
-                _write(jsonl, summary, record)
+                chunk_records[index] = record
                 summary.positives += bool(result.label)
+            for index in sorted(chunk_records):  # records keep the order of the inputs
+                _write(jsonl, summary, chunk_records[index])
             if progress is not None:
                 progress(len(chunk))
     summary.seconds = time.perf_counter() - start

@@ -28,6 +28,7 @@ def _folder_images(folder: Path, recursive: bool) -> list[Path]:
 def expand_sources(arguments: Iterable[str], recursive: bool = False) -> list[Item]:
     items: list[Item] = []
     for argument in arguments:
+        argument = os.path.expanduser(argument)
         path = Path(argument)
         if path.is_dir():
             found = _folder_images(path, recursive)
@@ -38,7 +39,7 @@ def expand_sources(arguments: Iterable[str], recursive: bool = False) -> list[It
         elif path.is_file():
             items.append(Item(argument))
         elif glob.has_magic(argument):
-            matches = sorted(p for p in glob.glob(os.path.expanduser(argument), recursive=True)
+            matches = sorted(p for p in glob.glob(argument, recursive=True)
                              if os.path.isfile(p) and is_image_path(p))
             items.extend(Item(p) for p in matches)
             if not matches:

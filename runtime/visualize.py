@@ -64,6 +64,8 @@ def contact_sheet(images: Sequence[np.ndarray], captions: Sequence[str] | None =
     """Tile images (each letterboxed into a thumb x thumb square) into one RGB sheet, with optional captions."""
     if not images:
         raise ValueError("contact_sheet needs at least one image")
+    if captions is not None and len(captions) != len(images):
+        raise ValueError(f"contact_sheet got {len(images)} images but {len(captions)} captions")
     columns = columns or min(len(images), max(1, math.ceil(math.sqrt(len(images) * 1.5))))
     rows = math.ceil(len(images) / columns)
     sheet = np.full((rows * thumb, columns * thumb, 3), 32, dtype=np.uint8)

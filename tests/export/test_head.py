@@ -75,7 +75,7 @@ def test_avg_and_topk_pooling_differ_as_defined():
 
 def test_set_feature_stats_standardises_each_channel():
     generator = torch.Generator().manual_seed(2)
-    means, scales = torch.tensor([5.0, -3.0, 100.0]), torch.tensor([0.1, 2.0, 40.0])
+    means, scales = torch.tensor([5.0, -3.0, 100.0]), torch.tensor([1.0, 2.0, 40.0])
     features = torch.randn(8, 3, 6, 6, generator=generator) * scales.view(1, 3, 1, 1) + means.view(1, 3, 1, 1)
     head = RiskHead(channels=3)
     head.set_feature_stats(features)
@@ -89,12 +89,25 @@ def test_set_feature_stats_standardises_each_channel():
         assert risk_map.std().item() == pytest.approx(1.0, abs=1e-4)
 
 
+def test_near_constant_channels_get_a_std_floor():
+    """Dividing by a ~0 std would amplify float noise (and break export parity); the floor is 1% of the mean std."""
+    features = torch.randn(8, 3, 6, 6, generator=torch.Generator().manual_seed(3))
+    features[:, 0] = 7.0 + 1e-7 * features[:, 0]
+    head = RiskHead(channels=3)
+    head.set_feature_stats(features)
+    stds = features.transpose(0, 1).flatten(1).std(dim=1)
+    floor = 0.01 * stds.mean() + 1e-6
+    assert head.feature_std[0].item() == pytest.approx(floor.item(), rel=1e-5)
+    assert torch.allclose(head.feature_std[1:], stds[1:])
+
+
 def test_set_feature_stats_constant_channel_stays_finite():
     features = _features(n=4)
     features[:, 2] = 3.0
     head = RiskHead(channels=3)
     head.set_feature_stats(features)
-    assert head.feature_std[2].item() == pytest.approx(1e-6)
+    other = features[:, :2].transpose(0, 1).flatten(1).std(dim=1)
+    assert head.feature_std[2].item() == pytest.approx(0.01 * other.sum().item() / 3 + 1e-6, rel=1e-5)
     _select_channel(head, 2)
     out = head(features)
     assert torch.isfinite(out.risk_map).all()

@@ -1,0 +1,123 @@
+"""Shared pieces of the benchmarks: model building, export, ORT sessions and interleaved timing.
+
+Timings on a small shared CPU are noisy: other processes come and go during a run. The timer therefore runs the
+contenders in rounds (each round calls every contender once, in a fresh random order) instead of one after the
+other, so that a burst of outside load lands on all of them alike and their ratios stay meaningful even when the
+absolute numbers drift. A short pause between calls lets the previous contender's thread pool stop spinning: an
+ORT session with default options burns about 20 ms of a core after each run (measured), which would otherwise be
+charged to whoever runs next.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from auditor_rt.export.backbone import FeatureExtractor, Normalize, create_backbone, preprocessing_of
+from auditor_rt.export.graphs import AuditModule, ScoreModule
+from auditor_rt.export.head import RiskHead
+from auditor_rt.export.onnx_export import export_graph
+
+# The session options that the benchmark calls "tuned". Spinning intra-op threads busy-wait between ops; on a
+# 2-core box shared with decode threads or other processes they steal the core that the work needs.
+TUNED_CONFIG = {"session.intra_op.allow_spinning": "0"}
+
+
+def build_modules(backbone: str, size: tuple[int, int], seed: int = 0) -> dict[str, torch.nn.Module]:
+    """The audit and score modules over one random-weight backbone and one head, as the exporter builds them."""
+    torch.manual_seed(seed)
+    model, _ = create_backbone(backbone, "random")
+    mean, std = preprocessing_of(model)
+    features = FeatureExtractor(model, size)
+    head = RiskHead(features.channels).eval()
+    normalize = Normalize(mean, std)
+    return {"audit": AuditModule(normalize, features, head, size).eval(),
+            "score": ScoreModule(normalize, features, head, size).eval()}
+
+
+def export_all(modules: dict[str, torch.nn.Module], folder: Path, size: tuple[int, int],
+               opset: int = 18) -> tuple[dict[str, Path], dict[str, float]]:
+    """Export each module to ``folder/<name>.onnx`` at batch 2 (dynamic batch); returns paths and seconds taken."""
+    example = torch.randint(0, 256, (2, *size, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    paths, seconds = {}, {}
+    for name, module in modules.items():
+        paths[name] = folder / f"{name}.onnx"
+        start = time.perf_counter()
+        export_graph(module, paths[name], example, opset)
+        seconds[name] = time.perf_counter() - start
+    return paths, seconds
+
+
+def ort_session(path: Path, threads: int | None = None, config: dict[str, str] | None = None, **options):
+    """A CPU session with full graph optimisation, ``threads`` intra-op threads and extra config entries."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads or os.cpu_count() or 1
+    for key, value in (config or {}).items():
+        opts.add_session_config_entry(key, value)
+    for key, value in options.items():
+        setattr(opts, key, value)
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def ort_runner(session, images: np.ndarray) -> Callable[[], object]:
+    feed = {session.get_inputs()[0].name: images}
+    return lambda: session.run(None, feed)
+
+
+def torch_runner(module: torch.nn.Module, images: np.ndarray) -> Callable[[], object]:
+    batch = torch.from_numpy(images)
+
+    def run():
+        with torch.inference_mode():
+            return module(batch)
+
+    return run
+
+
+@dataclass
+class Timing:
+    batch: int
+    seconds: list[float]
+
+    @property
+    def median_ms(self) -> float:
+        return float(np.median(self.seconds) * 1e3)
+
+    @property
+    def p90_ms(self) -> float:
+        return float(np.percentile(self.seconds, 90) * 1e3)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.batch / float(np.median(self.seconds))
+
+    def to_dict(self) -> dict:
+        return {"batch": self.batch, "median_ms": round(self.median_ms, 3), "p90_ms": round(self.p90_ms, 3),
+                "images_per_s": round(self.images_per_s, 3), "repeats": len(self.seconds)}
+
+
+def time_interleaved(runners: dict[str, Callable[[], object]], batch: int, repeats: int, warmup: int = 2,
+                     pause_s: float = 0.05, seed: int = 0) -> dict[str, Timing]:
+    """Time every runner ``repeats`` times in shuffled rounds, after ``warmup`` untimed rounds."""
+    names = list(runners)
+    for _ in range(warmup):
+        for name in names:
+            runners[name]()
+    order = np.random.default_rng(seed)
+    seconds = {name: [] for name in names}
+    for _ in range(repeats):
+        for index in order.permutation(len(names)):
+            time.sleep(pause_s)
+            start = time.perf_counter()
+            runners[names[index]]()
+            seconds[names[index]].append(time.perf_counter() - start)
+    return {name: Timing(batch, values) for name, values in seconds.items()}

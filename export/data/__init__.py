@@ -1,0 +1,30 @@
+"""Data sets for training and evaluation: labelled samples, batches of decoded images, and the offline demo set.
+
+The names load lazily so that reading a manifest (``records``) never pulls in torch; only the loader needs it.
+"""
+
+from importlib import import_module
+
+_EXPORTS = {
+    "Sample": "auditor_rt.export.data.records",
+    "load_samples": "auditor_rt.export.data.records",
+    "read_image_folder": "auditor_rt.export.data.records",
+    "read_manifest": "auditor_rt.export.data.records",
+    "split_samples": "auditor_rt.export.data.records",
+    "Batch": "auditor_rt.export.data.loader",
+    "SampleDataset": "auditor_rt.export.data.loader",
+    "collate_samples": "auditor_rt.export.data.loader",
+    "make_loader": "auditor_rt.export.data.loader",
+    "DemoData": "auditor_rt.export.data.demo",
+    "demo_backgrounds": "auditor_rt.export.data.demo",
+    "make_demo_dataset": "auditor_rt.export.data.demo",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'auditor_rt.export.data' has no attribute {name!r}")
+    return getattr(import_module(module), name)

@@ -1,0 +1,153 @@
+"""The CLI through click's CliRunner: the happy paths and the user mistakes (one line, non-zero, no traceback)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from auditor_rt.cli.main import cli
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def assert_clean_error(result, *fragments):
+    assert result.exit_code != 0
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    error_lines = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(error_lines) == 1, result.output
+    for fragment in fragments:
+        assert fragment in error_lines[0], result.output
+
+
+@pytest.fixture
+def image_folder(tmp_path, demo_data):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    tests = sorted((Path(demo_data.root) / "images" / "test").glob("*.jpg"))[:3]
+    for path in tests:
+        shutil.copy(path, folder / path.name)
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
+    (folder / "empty.png").write_bytes(b"")
+    return folder
+
+
+def records(run_folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_folder / "results.jsonl").read_text().splitlines()]
+
+
+def test_infer_writes_one_record_per_input(artifact_dir, image_folder, tmp_path):
+    out = tmp_path / "runs"
+    missing = tmp_path / "missing.jpg"
+    result = invoke("infer", artifact_dir, image_folder, str(image_folder / "*.jpg"), missing, "-o", out,
+                    "--batch", 2)
+    assert result.exit_code == 0, result.output
+    run = out / "run-001"
+    rows = records(run)
+    # folder: 3 good + corrupt + empty; glob: 3 good + corrupt; missing file: 1
+    assert len(rows) == 5 + 4 + 1
+    assert [r["index"] for r in rows] == sorted(r["index"] for r in rows)
+    ok = [r for r in rows if r["status"] == "ok"]
+    errors = [r for r in rows if r["status"] == "error"]
+    assert len(ok) == 6 and len(errors) == 4
+    assert any("empty" in r["error"] and "empty.png" in r["error"] for r in errors)
+    assert any("corrupt.jpg" in r["error"] for r in errors)
+    assert any("no such file" in r["error"] for r in errors)
+    for row in ok:
+        assert 0.0 <= row["score"] <= 1.0 and row["label"] in ("risk", "no_risk")
+        assert Path(row["overlay"]).is_file()
+    sheet = cv2.imread(str(run / "contact_sheet.png"))
+    assert sheet is not None and sheet.shape[0] > 0
+    assert "6 ok, 4 errors" in result.output
+    assert invoke("infer", artifact_dir, image_folder, "-o", out).exit_code == 0
+    assert (out / "run-002" / "results.jsonl").is_file()  # a second run never overwrites the first
+
+
+def test_infer_json_output(artifact_dir, image_folder, tmp_path):
+    result = invoke("infer", artifact_dir, image_folder, "-o", tmp_path, "--json", "--no-save-overlays")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["ok"] == 3 and summary["errors"] == 2
+    assert not (Path(summary["run_folder"]) / "overlays").exists()
+
+
+def test_info_prints_the_artifact(artifact_dir):
+    result = invoke("info", artifact_dir)
+    assert result.exit_code == 0, result.output
+    assert "test_resnet" in result.output and "audit.onnx" in result.output and "RANDOM" in result.output
+    as_json = json.loads(invoke("info", artifact_dir, "--json").output)
+    assert as_json["digests"] == {"audit": "ok"}
+
+
+def test_train_and_export_commands(demo_data, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    result = invoke("train", demo_data.train_manifest, "-o", ckpt, "--backbone", "test_resnet", "--weights",
+                    "random", "--input-size", 64, "--epochs", 2, "--batch-size", 8, "--workers", 0)
+    assert result.exit_code == 0, result.output
+    assert "pointing game" in result.output and "skipped files: 0" in result.output
+    engines = tmp_path / "engines" / "mini"
+    result = invoke("export", ckpt, "-o", engines)
+    assert result.exit_code == 0, result.output
+    assert "parity with PyTorch" in result.output
+    assert (engines / "manifest.json").is_file() and (engines / "audit.onnx").is_file()
+
+
+def test_train_reports_and_skips_corrupt_images(demo_data, tmp_path):
+    manifest = tmp_path / "data.csv"
+    lines = Path(demo_data.train_manifest).read_text().splitlines()
+    root = Path(demo_data.train_manifest).parent
+    rows = [lines[0]] + [f"{root / l.split(',', 1)[0]},{l.split(',', 1)[1]}" for l in lines[1:]]
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image")
+    rows.append(f"{bad},1,,,,")
+    manifest.write_text("\n".join(rows) + "\n")
+    result = invoke("train", manifest, "-o", tmp_path / "ckpt", "--backbone", "test_resnet", "--weights", "random",
+                    "--input-size", 64, "--epochs", 1, "--batch-size", 8, "--workers", 0)
+    assert result.exit_code == 0, result.output
+    assert "broken.jpg" in result.output and "skipped files: 1" in result.output
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["info", "/no/such/artifact"], ["no such artifact folder"]),
+    (["infer", "/no/such/artifact", "x.jpg"], ["no such artifact folder"]),
+    (["train", ".", "--backbone", "no_such_model_xyz", "--weights", "random"], []),
+    (["export", "/tmp", "-o", "/tmp/never-written"], ["not a checkpoint folder"]),
+])
+def test_user_mistakes_are_one_line_errors(args, fragments):
+    assert_clean_error(invoke(*args), *fragments)
+
+
+def test_wrong_weights_file_is_one_line_error(demo_data, tmp_path):
+    result = invoke("train", demo_data.train_manifest, "-o", tmp_path / "c", "--backbone", "test_resnet",
+                    "--weights", tmp_path / "missing.pth")
+    assert_clean_error(result, "missing.pth", "no such file")
+
+
+def test_changed_artifact_is_refused_by_infer(artifact_dir, image_folder, tmp_path):
+    copy = tmp_path / "art"
+    shutil.copytree(artifact_dir, copy)
+    with open(copy / "audit.onnx", "ab") as handle:
+        handle.write(b"\0")
+    result = invoke("infer", copy, image_folder, "-o", tmp_path / "runs")
+    assert_clean_error(result, "SHA-256")
+    assert result.exit_code == 2
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    result = invoke("demo", "-o", tmp_path / "runs", "--artifact", tmp_path / "engines" / "demo", "--backbone",
+                    "test_resnet", "--weights", "random", "--n-train", 24, "--n-test", 8, "--epochs", 2,
+                    "--pretrain-epochs", 1, "--input-size", 64, "--workers", 0)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "runs" / "run-001" / "summary.json").read_text())
+    assert summary["test"]["images"] == 8
+    assert 0.0 <= summary["test"]["pointing_game"] <= 1.0
+    assert "pointing game" in result.output
+    assert (tmp_path / "engines" / "demo" / "audit.onnx").is_file()

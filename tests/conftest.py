@@ -1,0 +1,56 @@
+"""Shared fixtures: a tiny demo data set, a checkpoint trained on it and its exported artifact, built once per
+session with timm's smallest test backbone so the whole chain runs in seconds on a CPU."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+TINY_BACKBONE = "test_resnet"
+TINY_SIZE = 96
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory):
+    from auditor_rt.export.data import make_demo_dataset
+
+    return make_demo_dataset(tmp_path_factory.mktemp("demo"), n_train=32, n_test=8, size=TINY_SIZE, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_config(demo_data):
+    from auditor_rt.export.train import TrainConfig
+
+    return TrainConfig(data=str(demo_data.train_manifest), backbone=TINY_BACKBONE, weights="random",
+                       input_size=TINY_SIZE, epochs=3, batch_size=8, workers=0)
+
+
+@pytest.fixture(scope="session")
+def checkpoint_dir(tiny_config, tmp_path_factory):
+    from auditor_rt.export.train import train
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = train(tiny_config, tmp_path_factory.mktemp("ckpt") / "checkpoint", log=lambda *_: None)
+    return result.folder
+
+
+@pytest.fixture(scope="session")
+def artifact_dir(checkpoint_dir, tmp_path_factory):
+    from auditor_rt.export.checkpoint import load_checkpoint
+    from auditor_rt.export.onnx_export import export_artifact
+
+    return export_artifact(load_checkpoint(checkpoint_dir), tmp_path_factory.mktemp("engines") / "tiny").folder
+
+
+@pytest.fixture
+def python_exe() -> str:
+    return sys.executable
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
