@@ -10,8 +10,10 @@ charged to whoever runs next.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -83,6 +85,57 @@ def torch_runner(module: torch.nn.Module, images: np.ndarray) -> Callable[[], ob
     return run
 
 
+def _spin_forever() -> None:
+    while True:
+        pass
+
+
+@contextmanager
+def busy_cores(count: int):
+    """Keep ``count`` cores busy with spinning child processes: a stand-in for decode threads or a neighbour."""
+    context = multiprocessing.get_context("fork")  # the child only spins: no torch or ORT threads are used in it
+    children = [context.Process(target=_spin_forever, daemon=True) for _ in range(count)]
+    for child in children:
+        child.start()
+    try:
+        yield
+    finally:
+        for child in children:
+            child.terminate()
+            child.join()
+
+
+class OutsideLoad:
+    """CPU that other processes used during a block, in cores: busy time from /proc/stat minus this process's own.
+
+    The load average cannot tell the benchmark's own threads from someone else's; this can. None off Linux.
+    """
+
+    def __enter__(self) -> "OutsideLoad":
+        self.cores = None
+        self._start = (self._busy_s(), self._own_s(), time.perf_counter())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        busy, own, wall = self._busy_s(), self._own_s(), time.perf_counter()
+        if busy is not None and self._start[0] is not None:
+            self.cores = max(0.0, ((busy - self._start[0]) - (own - self._start[1])) / (wall - self._start[2]))
+
+    @staticmethod
+    def _own_s() -> float:
+        times = os.times()
+        return times.user + times.system
+
+    @staticmethod
+    def _busy_s() -> float | None:
+        try:
+            fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")  # user..steal; guest is inside user
+
+
 @dataclass
 class Timing:
     batch: int
@@ -91,6 +144,11 @@ class Timing:
     @property
     def median_ms(self) -> float:
         return float(np.median(self.seconds) * 1e3)
+
+    @property
+    def min_ms(self) -> float:
+        """The least-disturbed run: on a noisy box the best estimate of the work itself."""
+        return float(np.min(self.seconds) * 1e3)
 
     @property
     def p90_ms(self) -> float:
@@ -102,7 +160,8 @@ class Timing:
 
     def to_dict(self) -> dict:
         return {"batch": self.batch, "median_ms": round(self.median_ms, 3), "p90_ms": round(self.p90_ms, 3),
-                "images_per_s": round(self.images_per_s, 3), "repeats": len(self.seconds)}
+                "min_ms": round(self.min_ms, 3), "images_per_s": round(self.images_per_s, 3),
+                "repeats": len(self.seconds), "all_ms": [round(v * 1e3, 3) for v in self.seconds]}
 
 
 def time_interleaved(runners: dict[str, Callable[[], object]], batch: int, repeats: int, warmup: int = 2,

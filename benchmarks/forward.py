@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (TUNED_CONFIG, build_modules, export_all, ort_runner, ort_session,  # noqa: E402
-                     time_interleaved, torch_runner)
+from _common import (TUNED_CONFIG, OutsideLoad, build_modules, busy_cores, export_all,  # noqa: E402
+                     ort_runner, ort_session, time_interleaved, torch_runner)
 
 EAGER, ORT_DEFAULT, ORT_TUNED, ORT_SCORE = "torch eager", "ORT default", "ORT tuned", "ORT tuned score"
 
@@ -37,10 +37,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=224, help="square input size")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeats", type=int, default=15, help="timed rounds at batch 1")
-    parser.add_argument("--repeats-large", type=int, default=6, help="timed rounds at batch > 1")
+    parser.add_argument("--repeats-large", type=int, default=8, help="timed rounds at batch > 1")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     parser.add_argument("--pause", type=float, default=0.05, help="seconds between calls, for spinning pools to stop")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="ORT intra-op threads")
+    parser.add_argument("--torch-threads", type=int, help="torch.set_num_threads for eager (default: torch's own)")
+    parser.add_argument("--contention", type=int, default=0,
+                        help="cores to keep busy with spinning processes while timing (0: none)")
     parser.add_argument("--json", type=Path, help="write the numbers here")
     return parser.parse_args(argv)
 
@@ -56,14 +59,16 @@ def parity(modules: dict, sessions: dict, images: np.ndarray) -> dict[str, float
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     size = (args.size, args.size)
-    load_before = os.getloadavg()
     print(f"{args.backbone} (random weights), {args.size}x{args.size} uint8 NHWC, {os.cpu_count()} CPU cores; "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads), ", end="")
     import onnxruntime as ort
 
     print(f"onnxruntime {ort.__version__} ({args.threads} intra-op threads)")
-    print(f"tuned = default + {TUNED_CONFIG}")
+    print(f"tuned = default + {TUNED_CONFIG}"
+          + (f"; {args.contention} core(s) kept busy while timing" if args.contention else ""))
     modules = build_modules(args.backbone, size)
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="auditor_rt_bench_") as folder:
@@ -80,29 +85,33 @@ def main(argv=None) -> dict:
     print("ORT vs eager, max abs diff: " + ", ".join(f"{k} {v:.1e}" for k, v in errors.items()))
 
     results = {}
-    for batch in args.batches:
-        images = rng.integers(0, 256, (batch, *size, 3), dtype=np.uint8)
-        runners = {EAGER: torch_runner(modules["audit"], images)}
-        runners.update({name: ort_runner(session, images) for name, session in sessions.items()})
-        repeats = args.repeats if batch == 1 else args.repeats_large
-        results[batch] = time_interleaved(runners, batch, repeats, args.warmup, args.pause)
-    load_after = os.getloadavg()
+    with busy_cores(args.contention), OutsideLoad() as outside:
+        for batch in args.batches:
+            images = rng.integers(0, 256, (batch, *size, 3), dtype=np.uint8)
+            runners = {EAGER: torch_runner(modules["audit"], images)}
+            runners.update({name: ort_runner(session, images) for name, session in sessions.items()})
+            repeats = args.repeats if batch == 1 else args.repeats_large
+            results[batch] = time_interleaved(runners, batch, repeats, args.warmup, args.pause)
 
-    print(f"\n{'batch':>5}  {'runner':<16}{'median ms':>10}{'p90 ms':>9}{'img/s':>8}{'eager/this':>12}")
+    print(f"\n{'batch':>5}  {'runner':<16}{'median ms':>10}{'p90 ms':>9}{'min ms':>9}{'img/s':>8}{'eager/this':>12}")
     for batch, timings in results.items():
         eager = timings[EAGER].median_ms
-        for name, timing in timings.items():
-            print(f"{batch:>5}  {name:<16}{timing.median_ms:>10.1f}{timing.p90_ms:>9.1f}{timing.images_per_s:>8.1f}"
-                  f"{eager / timing.median_ms:>11.2f}x")
-    print("\nheatmap cost (ORT tuned audit vs score graph):")
+        for name, t in timings.items():
+            print(f"{batch:>5}  {name:<16}{t.median_ms:>10.1f}{t.p90_ms:>9.1f}{t.min_ms:>9.1f}{t.images_per_s:>8.1f}"
+                  f"{eager / t.median_ms:>11.2f}x")
+    print("\nheatmap cost (ORT tuned audit vs score graph; a few % either way is run-to-run noise here):")
     heatmap = {}
     for batch, timings in results.items():
-        audit, score = timings[ORT_TUNED].median_ms, timings[ORT_SCORE].median_ms
-        heatmap[batch] = {"audit_over_score": audit / score, "extra_ms": audit - score}
-        print(f"  batch {batch}: {audit:.1f} vs {score:.1f} ms -> {audit / score:.3f}x, {audit - score:+.1f} ms")
-    print(f"\nload average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}"
-          + ("  <- the machine was busy: read ratios, not absolute times" if
-             max(load_before[0], load_after[0]) > 0.5 * (os.cpu_count() or 1) else ""))
+        audit, score = timings[ORT_TUNED], timings[ORT_SCORE]
+        heatmap[batch] = {"audit_over_score": audit.median_ms / score.median_ms,
+                          "extra_ms": audit.median_ms - score.median_ms, "extra_min_ms": audit.min_ms - score.min_ms}
+        print(f"  batch {batch}: median {audit.median_ms:.1f} vs {score.median_ms:.1f} ms -> "
+              f"{heatmap[batch]['audit_over_score']:.3f}x, {heatmap[batch]['extra_ms']:+.1f} ms; "
+              f"min {heatmap[batch]['extra_min_ms']:+.1f} ms")
+    if outside.cores is not None:
+        busy = outside.cores > 0.25
+        print(f"\nother processes used {outside.cores:.2f} of {os.cpu_count()} cores during the timing"
+              + ("  <- busy machine: trust the ratios more than the absolute times" if busy else ""))
     summary = "; ".join(
         f"b{b}: ORT tuned {t[EAGER].median_ms / t[ORT_TUNED].median_ms:.2f}x eager "
         f"(default {t[EAGER].median_ms / t[ORT_DEFAULT].median_ms:.2f}x), heatmap {heatmap[b]['extra_ms']:+.1f} ms"
@@ -111,10 +120,11 @@ def main(argv=None) -> dict:
 
     report = {
         "config": {"backbone": args.backbone, "input_size": list(size), "threads": args.threads,
+                   "contention_cores": args.contention,
                    "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "tuned": TUNED_CONFIG,
                    "torch": torch.__version__, "onnxruntime": ort.__version__, "weights": "random"},
         "export_s": export_s, "onnx_mb": sizes_mb, "parity_max_abs": errors,
-        "loadavg": {"before": load_before, "after": load_after},
+        "outside_load_cores": outside.cores,
         "results": {str(b): {name: t.to_dict() for name, t in timings.items()} for b, timings in results.items()},
         "eager_over_ort": {str(b): {name: t[EAGER].median_ms / t[name].median_ms for name in (ORT_DEFAULT, ORT_TUNED)}
                            for b, t in results.items()},

@@ -6,13 +6,13 @@ import click
               help="Parent of the auto-numbered demo folder (data, checkpoint, inference run).")
 @click.option("--artifact", type=click.Path(file_okay=False), default="engines/demo", show_default=True,
               help="Where the exported artifact goes (replaced if present).")
-@click.option("--backbone", default="resnet18", show_default=True, help="Any timm model name.")
+@click.option("--backbone", default="resnet50_clip.openai", show_default=True, help="Any timm model name.")
 @click.option("--weights", default="auto", show_default=True, help="Backbone weights file, 'auto' or 'random'.")
-@click.option("--n-train", type=click.IntRange(min=8), default=240, show_default=True)
-@click.option("--n-test", type=click.IntRange(min=4), default=48, show_default=True)
+@click.option("--n-train", type=click.IntRange(min=8), default=480, show_default=True)
+@click.option("--n-test", type=click.IntRange(min=4), default=96, show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=40, show_default=True)
 @click.option("--input-size", type=click.IntRange(min=32), default=224, show_default=True)
-@click.option("--pretrain-epochs", type=click.IntRange(min=0), default=8, show_default=True,
+@click.option("--pretrain-epochs", type=click.IntRange(min=0), default=0, show_default=True,
               help="First train the backbone end to end on the demo data (train --unfreeze), then freeze it. "
                    "0 keeps the --weights backbone as it is (random unless a file or cached weights are given).")
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -2,8 +2,8 @@
 
 The backgrounds are the photographs that scikit-image ships inside its wheel (read straight from its folder, so
 nothing can be downloaded), which gives a frozen ImageNet backbone natural textures rather than flat noise. The
-hazard is small, rotated and placed anywhere, and negatives often hold distractors that share its colours or stripes
-(a plain yellow triangle, a striped square or disc), so a model must find the striped triangle, not just yellow.
+hazard is small, rotated and placed anywhere, and a third of the negatives hold a distractor of the same yellow (a
+plain triangle or disc), so a model must find the black-and-yellow stripes, not just yellow.
 Boxes are written for localisation scoring, tight around the drawn hazard in the saved image's pixels.
 """
 
@@ -33,7 +33,7 @@ _SKIMAGE_PHOTOS = {
 YELLOW = (255, 205, 0)
 BLACK = (20, 20, 20)
 _SUPERSAMPLE = 4  # shapes are drawn 4x larger and shrunk, for anti-aliased edges
-_DISTRACTORS = ("plain_triangle", "striped_square", "striped_disc")
+_DISTRACTORS = ("plain_triangle", "plain_disc")
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def render_demo_image(rng, backgrounds, size: int, positive: bool) -> tuple[np.n
     _, background = backgrounds[rng.integers(len(backgrounds))]
     image = _jittered_crop(rng, background, size)
     taken = []
-    if rng.random() < (0.25 if positive else 0.5):
+    if rng.random() < (0.2 if positive else 0.35):
         _paste(rng, image, _DISTRACTORS[rng.integers(len(_DISTRACTORS))], taken)
     box = _paste(rng, image, "hazard", taken) if positive else None
     return np.clip(image, 0, 255).astype(np.uint8), box
@@ -169,9 +169,10 @@ def _draw_shape(kind: str, radius: float, angle: float, rng) -> tuple[np.ndarray
     elif kind == "striped_square":
         cv2.fillPoly(outer, [_polygon(centre, 0.8 * r, angle + 45, 4)], 1)
         colour[striped] = BLACK
-    elif kind == "striped_disc":
+    elif kind in ("striped_disc", "plain_disc"):
         cv2.circle(outer, (round(centre), round(centre)), round(0.8 * r), 1, -1)
-        colour[striped] = BLACK
+        if kind == "striped_disc":
+            colour[striped] = BLACK
     else:
         raise ValueError(f"unknown demo shape {kind!r}")
     shrink = (canvas, canvas)

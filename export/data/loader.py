@@ -122,6 +122,9 @@ def make_loader(
         persistent_workers=False,
         pin_memory=pin_memory,
         worker_init_fn=_init_worker if workers > 0 else None,
+        # Fresh interpreters, not forks: a fork taken after torch's or OpenCV's thread pools have run can
+        # deadlock the child on a lock held by a thread that no longer exists (seen here: the demo hung).
+        multiprocessing_context="spawn" if workers > 0 else None,
     )
 
 
