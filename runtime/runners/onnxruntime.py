@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -24,7 +25,21 @@ def _import_ort():
         raise BackendUnavailableError(
             f"onnxruntime is not installed ({exc}); `pip install onnxruntime` (CPU) or `pip install .[gpu]`"
         ) from None
+    _warn_if_both_wheels()
     return onnxruntime
+
+
+def _warn_if_both_wheels() -> None:
+    """onnxruntime and onnxruntime-gpu install the same module; with both, whichever came last silently wins."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        version("onnxruntime"), version("onnxruntime-gpu")
+    except PackageNotFoundError:
+        return
+    warnings.warn("both onnxruntime and onnxruntime-gpu are installed and overwrite each other; keep one: "
+                  "`pip uninstall -y onnxruntime && pip install --force-reinstall --no-deps onnxruntime-gpu`",
+                  stacklevel=3)
 
 
 def resolve_providers(requested: Sequence[str] | str | None, available: Sequence[str]) -> list[str]:

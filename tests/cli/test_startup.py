@@ -37,3 +37,12 @@ def test_help_returns_quickly():
     assert "demo" in out.stdout and "infer" in out.stdout
     # Generous bound for a loaded 2-core CI box; importing torch alone takes several seconds here.
     assert elapsed < 1.5, f"auditor-rt --help took {elapsed:.2f} s"
+
+
+def test_cli_reference_is_current():
+    from pathlib import Path
+
+    from auditor_rt.cli.reference import render
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "CLI.md"
+    assert docs.read_text() == render(), "regenerate: python -m auditor_rt.cli.reference > docs/CLI.md"
