@@ -4,8 +4,8 @@ Answers two questions in one run, on the same random-weight backbone:
 1. How much faster is the ORT ``audit`` graph than PyTorch eager (normalise + backbone + head + heatmap)?
 2. What do the heatmap outputs cost? The ``audit`` graph against the logits-only ``score`` graph.
 
-Both ORT session settings are timed: "default" (what ``OnnxRuntimeRunner`` does today: full optimisation, one
-intra-op thread per core) and "tuned" (plus ``_common.TUNED_CONFIG``). Contenders run in shuffled rounds with a
+Both ORT session settings are timed: "default" (full optimisation, one intra-op thread per core) and "tuned"
+(plus ``_common.TUNED_CONFIG``: threads sleep instead of spinning), which is what ``OnnxRuntimeRunner`` uses. Contenders run in shuffled rounds with a
 short pause between calls, so that outside load hits them alike; see ``_common.time_interleaved``.
 
     python benchmarks/forward.py [--backbone resnet50] [--batches 1 8] [--json out.json]

@@ -16,7 +16,7 @@ from auditor_rt.export.data import make_loader
 from auditor_rt.export.head import RiskHead
 from auditor_rt.export.losses import risk_loss
 from auditor_rt.export.train import (BestKeeper, TrainConfig, TrainResult, add_losses, evaluate, extract_features,
-                                     finish, history_row, prepare)
+                                     finish, format_row, history_row, prepare)
 
 
 def finetune(cfg: TrainConfig, out_dir: str | Path, log=print, backbone_lr: float | None = None) -> TrainResult:
@@ -65,6 +65,7 @@ def finetune(cfg: TrainConfig, out_dir: str | Path, log=print, backbone_lr: floa
         val = evaluate(head, val_split, cfg)
         row = history_row(epoch, sums, batches, val)
         history.append(row)
+        bar.write(format_row(row))
         bar.set_postfix(loss=f"{row['loss']:.3f}", auroc=f"{row['auroc']:.3f}")
         best.offer(epoch, row, val["scores"], head, model)
     bar.close()

@@ -158,6 +158,12 @@ def history_row(epoch: int, sums: dict, batches: int, val: dict) -> dict:
             **{k: v for k, v in val.items() if k != "scores"}}
 
 
+def format_row(row: dict) -> str:
+    """One log line per epoch: the three losses, the logit gap and the validation ranking metrics."""
+    return (f"epoch {row['epoch']:3d}  loss {row['loss']:.4f}  bce {row['bce']:.4f}  pair {row['pair']:.4f}  "
+            f"patch {row['patch']:.4f}  | val gap {row['gap']:+.3f}  AUROC {row['auroc']:.3f}  AP {row['ap']:.3f}")
+
+
 def add_losses(sums: dict, total, parts: dict) -> None:
     sums["loss"] = sums.get("loss", 0.0) + float(total.detach())
     for key, value in parts.items():
@@ -219,6 +225,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, log=print) -> TrainResult:
         val = evaluate(head, val_split, cfg)
         row = history_row(epoch, sums, len(batches), val)
         history.append(row)
+        bar.write(format_row(row))
         bar.set_postfix(loss=f"{row['loss']:.3f}", gap=f"{row['gap']:.2f}", auroc=f"{row['auroc']:.3f}")
         best.offer(epoch, row, val["scores"], head)
     bar.close()

@@ -4,9 +4,9 @@ The public names load lazily, so ``import auditor_rt.runtime`` costs nothing unt
 """
 
 import os
-from importlib import import_module
 
 from auditor_rt.runtime.imageio_limits import DEFAULT_MAX_PIXELS
+from auditor_rt.runtime.lazy import lazy_getattr
 
 # OpenCV checks this before it allocates a decoded image (decompression bombs); it reads it once, so set it before
 # anything in the runtime imports cv2. A user's own setting wins.
@@ -23,10 +23,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'auditor_rt.runtime' has no attribute {name!r}")
-    return getattr(import_module(module), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -3,7 +3,7 @@
 The names load lazily so that reading a manifest (``records``) never pulls in torch; only the loader needs it.
 """
 
-from importlib import import_module
+from auditor_rt.runtime.lazy import lazy_getattr
 
 _EXPORTS = {
     "Sample": "auditor_rt.export.data.records",
@@ -21,10 +21,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'auditor_rt.export.data' has no attribute {name!r}")
-    return getattr(import_module(module), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

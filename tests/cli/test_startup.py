@@ -30,13 +30,14 @@ def test_help_imports_no_heavy_module():
 
 def test_help_returns_quickly():
     exe = shutil.which("auditor-rt") or str(__import__("pathlib").Path(sys.executable).parent / "auditor-rt")
-    subprocess.run([exe, "--help"], capture_output=True, check=True)  # warm the file cache
-    start = time.perf_counter()
-    out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True)
-    elapsed = time.perf_counter() - start
+    timings = []
+    for _ in range(3):  # the best of three: one run can be slowed by whatever else the machine is doing
+        start = time.perf_counter()
+        out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True)
+        timings.append(time.perf_counter() - start)
     assert "demo" in out.stdout and "infer" in out.stdout
-    # Generous bound for a loaded 2-core CI box; importing torch alone takes several seconds here.
-    assert elapsed < 1.5, f"auditor-rt --help took {elapsed:.2f} s"
+    # About 0.1 s when idle. Generous bound for a loaded 2-core CI box; importing torch alone takes seconds.
+    assert min(timings) < 1.0, f"auditor-rt --help took {min(timings):.2f} s at best"
 
 
 def test_cli_reference_is_current():

@@ -85,24 +85,24 @@ def test_manifest_and_onnx_metadata_describe_the_artifact(artifact_dir):
     assert float(props["auditor_rt.threshold"]) == pytest.approx(manifest["decision"]["threshold"])
 
 
-def test_changed_graph_file_is_refused(artifact_dir, tmp_path):
+def tampered_copy(folder, destination, file_name):
+    """A copy of ``folder`` with one byte appended to ``file_name``."""
     import shutil
 
-    copy = tmp_path / "copy"
-    shutil.copytree(artifact_dir, copy)
-    with open(copy / "audit.onnx", "ab") as handle:
+    shutil.copytree(folder, destination)
+    with open(destination / file_name, "ab") as handle:
         handle.write(b"\0")
+    return destination
+
+
+def test_changed_graph_file_is_refused(artifact_dir, tmp_path):
+    copy = tampered_copy(artifact_dir, tmp_path / "copy", "audit.onnx")
     with pytest.raises(DigestMismatchError, match="audit.onnx"):
         create_runner(Artifact(copy), "audit")
 
 
 def test_changed_backbone_weights_are_refused(checkpoint_dir, tmp_path):
-    import shutil
-
-    copy = tmp_path / "ckpt"
-    shutil.copytree(checkpoint_dir, copy)
-    with open(copy / "backbone.safetensors", "ab") as handle:
-        handle.write(b"\0")
+    copy = tampered_copy(checkpoint_dir, tmp_path / "ckpt", "backbone.safetensors")
     with pytest.raises(ConfigError, match="SHA-256"):
         load_checkpoint(copy).build_backbone()
 
