@@ -1,0 +1,37 @@
+"""Trace a gradient-computing function into a forward-only aten graph that ``torch.onnx.export`` can translate."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from auditor_rt.export.attribution.rules import gradient_decompositions
+from auditor_rt.runtime.errors import ExportError
+
+
+def backward_ops_left(graph_module: torch.fx.GraphModule) -> list[str]:
+    """Backward ops that no rule decomposed: each would fail export, or worse, be skipped."""
+    return sorted({str(node.target) for node in graph_module.graph.nodes
+                   if node.op == "call_function" and "backward" in str(node.target)})
+
+
+def compile_gradient(fn: Callable, *example: torch.Tensor) -> torch.fx.GraphModule:
+    """``fn`` computes attributions with ``torch.func`` (grad/vjp); the result is the same computation with every
+    backward op written as forward ops. Trace with a batch of at least 2: symbolic tracing specialises size-1 dims.
+
+    ``functionalize`` first removes in-place updates of views (timm's ConvNeXt does them), which would otherwise
+    leave ``as_strided`` scatters that ONNX cannot express.
+    """
+    functional = torch.func.functionalize(fn, remove="mutations_and_views")
+    try:
+        graph_module = make_fx(functional, decomposition_table=gradient_decompositions(), tracing_mode="symbolic",
+                               _allow_non_fake_inputs=True)(*example)
+    except NotImplementedError as exc:
+        raise ExportError(f"cannot write the backward pass as forward ops: {exc}") from None
+    left = backward_ops_left(graph_module)
+    if left:
+        raise ExportError(f"no VJP rule for {', '.join(left)}: add one to auditor_rt.export.attribution.rules "
+                          "(the export is refused rather than silently dropping that gradient)")
+    return graph_module

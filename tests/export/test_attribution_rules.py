@@ -1,0 +1,101 @@
+"""Each VJP rule alone against ATen's own backward kernel on random shapes, and the compiler's refusal of a
+backward op that has no rule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from auditor_rt.export.attribution.compiler import compile_gradient
+from auditor_rt.export.attribution.rules import (adaptive_avg_pool2d_backward, avg_pool2d_backward,
+                                                 convolution_backward)
+from auditor_rt.runtime.errors import ExportError
+
+aten = torch.ops.aten
+
+
+def close(actual, expected, tol=1e-5):
+    scale = max(1.0, float(expected.abs().max()))
+    assert actual.shape == expected.shape
+    assert (actual - expected).abs().max().item() <= tol * scale
+
+
+@pytest.mark.parametrize("in_ch, out_ch, kernel, stride, padding, dilation, groups, size", [
+    (3, 8, 3, 1, 1, 1, 1, 17),     # plain 3x3 (stride-1 path: flipped conv)
+    (4, 6, 7, 2, 3, 1, 1, 32),     # stem-like 7x7 stride 2 (transposed-conv path)
+    (8, 8, 3, 1, 1, 1, 8, 15),     # depthwise
+    (6, 12, 3, 2, 1, 1, 3, 16),    # grouped, stride 2, even input (output padding needed)
+    (6, 12, 3, 2, 1, 1, 3, 17),    # grouped, stride 2, odd input
+    (5, 7, 3, 1, 2, 2, 1, 13),     # dilated
+    (4, 4, 1, 2, 0, 1, 1, 9),      # 1x1 stride 2 (shortcut), input larger than the conv can reach
+    (3, 5, 4, 4, 0, 1, 1, 18),     # patchify with a remainder
+])
+def test_convolution_rule_matches_aten(in_ch, out_ch, kernel, stride, padding, dilation, groups, size):
+    generator = torch.Generator().manual_seed(in_ch * 100 + size)
+    x = torch.randn(2, in_ch, size, size + 1, generator=generator)
+    weight = torch.randn(out_ch, in_ch // groups, kernel, kernel, generator=generator)
+    out = F.conv2d(x, weight, None, stride, padding, dilation, groups)
+    grad_out = torch.randn(out.shape, generator=generator)
+    args = (grad_out, x, weight, [out_ch], [stride] * 2, [padding] * 2, [dilation] * 2, False, [0, 0], groups)
+    expected_input, _, expected_bias = aten.convolution_backward(*args, [True, False, True])
+    actual_input, _, actual_bias = convolution_backward(*args, [True, False, True])
+    close(actual_input, expected_input)
+    close(actual_bias, expected_bias)
+
+
+def test_convolution_rule_refuses_weight_gradients():
+    x, weight = torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3)
+    grad_out = torch.randn(1, 3, 3, 3)
+    with pytest.raises(NotImplementedError, match="weight gradients"):
+        convolution_backward(grad_out, x, weight, [3], [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [True, True, False])
+
+
+@pytest.mark.parametrize("kernel, stride, padding, ceil_mode, include_pad, override, size", [
+    (2, 2, 0, False, True, None, 8),
+    (3, 2, 1, False, True, None, 9),
+    (3, 2, 1, False, False, None, 10),   # border cells divide by fewer elements
+    (3, 2, 1, True, False, None, 10),    # ceil mode: a partial last window
+    (3, 1, 1, False, True, 4, 7),        # divisor override
+    (2, 2, 0, True, True, None, 7),      # ceil mode with an odd input
+])
+def test_avg_pool_rule_matches_aten(kernel, stride, padding, ceil_mode, include_pad, override, size):
+    generator = torch.Generator().manual_seed(size * 7 + kernel)
+    x = torch.randn(2, 3, size, size + 2, generator=generator)
+    out = F.avg_pool2d(x, kernel, stride, padding, ceil_mode, include_pad, override)
+    grad_out = torch.randn(out.shape, generator=generator)
+    args = (grad_out, x, [kernel] * 2, [stride] * 2, [padding] * 2, ceil_mode, include_pad, override)
+    close(avg_pool2d_backward(*args), aten.avg_pool2d_backward(*args))
+
+
+@pytest.mark.parametrize("size_in, size_out", [((7, 7), (1, 1)), ((7, 9), (3, 4)), ((5, 5), (5, 5)), ((6, 4), (4, 3))])
+def test_adaptive_avg_pool_rule_matches_aten(size_in, size_out):
+    generator = torch.Generator().manual_seed(sum(size_in) + sum(size_out))
+    x = torch.randn(2, 3, *size_in, generator=generator)
+    grad_out = torch.randn(2, 3, *size_out, generator=generator)
+    close(adaptive_avg_pool2d_backward(grad_out, x), aten._adaptive_avg_pool2d_backward(grad_out, x))
+
+
+def test_compiled_gradient_equals_autograd_on_new_inputs():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, 2, 1), torch.nn.BatchNorm2d(4), torch.nn.GELU(),
+                              torch.nn.AvgPool2d(2), torch.nn.Conv2d(4, 2, 1), torch.nn.AdaptiveAvgPool2d(1)).eval()
+
+    def gradient(x):
+        return torch.func.grad(lambda v: net(v).sum())(x)
+
+    compiled = compile_gradient(gradient, torch.randn(2, 3, 16, 16))
+    for seed in (1, 2):  # inputs never seen while tracing, at another batch size
+        x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(seed)).requires_grad_(True)
+        expected, = torch.autograd.grad(net(x).sum(), x)
+        close(compiled(x.detach()), expected)
+    ops = {str(n.target) for n in compiled.graph.nodes if n.op == "call_function"}
+    assert not any("backward" in op for op in ops)
+
+
+def test_backward_op_without_a_rule_fails_and_names_it():
+    def gradient(x):
+        return torch.func.grad(lambda v: F.avg_pool3d(v, 2).sum())(x)
+
+    with pytest.raises(ExportError, match="avg_pool3d_backward"):
+        compile_gradient(gradient, torch.randn(2, 1, 4, 4, 4))
