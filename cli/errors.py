@@ -8,6 +8,10 @@ import warnings
 import click
 
 
+EXPORT_MODULES = {"torch", "timm", "onnx", "onnxscript", "safetensors", "skimage", "matplotlib", "tqdm",
+                  "torchvision"}
+
+
 class CliError(click.ClickException):
     def __init__(self, message: str, exit_code: int = 2):
         super().__init__(message)
@@ -28,6 +32,14 @@ def handle_errors():
         yield
     except AuditorError as exc:
         raise CliError(str(exc), exc.exit_code) from None
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] in EXPORT_MODULES:
+            raise CliError(f"this command needs {exc.name}, which the runtime-only install lacks: "
+                           "pip install 'auditor-rt[export]'") from None
+        raise
+    except OSError as exc:  # a file where a folder should be, a read-only disk, a missing parent...
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise CliError(f"{where}{exc.strerror or exc}") from None
     except KeyboardInterrupt:
         raise CliError("interrupted", 130) from None
     finally:

@@ -16,4 +16,9 @@ def backend_options(function):
 
 
 def parse_providers(value: str):
-    return "auto" if value == "auto" else [p.strip() for p in value.split(",") if p.strip()]
+    if value == "auto":
+        return "auto"
+    providers = [p.strip() for p in value.split(",") if p.strip()]
+    if not providers:
+        raise click.BadParameter("name at least one provider (auto, tensorrt, cuda, cpu)", param_hint="--providers")
+    return providers

@@ -54,8 +54,13 @@ class FeatureExtractor(nn.Module):
         super().__init__()
         self.model = model
         self.num_prefix_tokens = int(getattr(model, "num_prefix_tokens", 0))
-        with torch.no_grad():
-            probe = self.forward(torch.zeros(1, 3, *input_size))
+        try:
+            with torch.no_grad():
+                probe = self.forward(torch.zeros(1, 3, *input_size))
+        except (AssertionError, RuntimeError, ValueError) as exc:
+            detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"the backbone cannot take {input_size[0]}x{input_size[1]} inputs ({detail}); "
+                              "choose another --input-size (e.g. a multiple of its patch size or stride)") from None
         self.channels, self.grid = probe.shape[1], tuple(probe.shape[2:])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -90,12 +95,10 @@ def create_backbone(name: str, weights: str | None = AUTO) -> tuple[nn.Module, W
         info = _load_file(model, cached)  # recorded as a file with its digest, like --weights
     else:
         info = WeightsInfo(RANDOM, None)
-        if weights == AUTO:
-            warnings.warn(
-                f"backbone {name!r} has RANDOM weights: no --weights file was given and the Hugging Face cache does "
-                "not hold it. Risk maps will localise poorly; pass --weights PATH for real features.",
-                RandomFeaturesWarning, stacklevel=2,
-            )
+        why = ("--weights random was asked for" if weights == RANDOM else
+               "no --weights file was given and the Hugging Face cache does not hold it")
+        warnings.warn(f"backbone {name!r} has RANDOM weights: {why}. Scores and maps mean little beyond a demo; "
+                      "pass --weights PATH for real features.", RandomFeaturesWarning, stacklevel=2)
     model.eval().requires_grad_(False)
     return model, info
 
@@ -103,15 +106,21 @@ def create_backbone(name: str, weights: str | None = AUTO) -> tuple[nn.Module, W
 def _load_file(model: nn.Module, path: Path) -> WeightsInfo:
     if not path.is_file():
         raise ConfigError(f"--weights {path}: no such file")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        state = load_file(str(path))
-    else:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-        for key in ("state_dict", "model", "model_state_dict"):
-            if isinstance(state, dict) and isinstance(state.get(key), dict):
-                state = state[key]
+            state = load_file(str(path))
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+            for key in ("state_dict", "model", "model_state_dict"):
+                if isinstance(state, dict) and isinstance(state.get(key), dict):
+                    state = state[key]
+    except Exception as exc:  # torch.load and safetensors raise many types for a damaged file
+        raise ConfigError(f"--weights {path}: not a readable weights file ({type(exc).__name__}: "
+                          f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else ''})") from None
+    if not isinstance(state, dict):
+        raise ConfigError(f"--weights {path}: holds a {type(state).__name__}, not a state dict of tensors")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     try:
         result = model.load_state_dict(state, strict=False)

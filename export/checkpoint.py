@@ -40,7 +40,8 @@ class Checkpoint:
         if Path(source).is_file() and sha256_file(source) != weights["sha256"]:
             raise ConfigError(f"{source}: backbone weights differ from the ones used in training (SHA-256 mismatch)")
         if not Path(source).is_file():
-            raise ConfigError(f"backbone weights {source} recorded in {self.folder / CONFIG_NAME} are missing")
+            raise ConfigError(f"backbone weights {source} recorded in {self.folder / CONFIG_NAME} are missing; copy "
+                              "them back to that path (checkpoints name external weights by absolute path)")
         model, _ = create_backbone(self.config["backbone"], source)
         return FeatureExtractor(model, self.input_size)
 
@@ -70,8 +71,13 @@ def load_checkpoint(folder: str | Path) -> Checkpoint:
     if not config_path.is_file() or not head_path.is_file():
         raise ConfigError(f"{folder}: not a checkpoint folder (needs {CONFIG_NAME} and {HEAD_NAME}); "
                           "create one with `auditor-rt train`")
-    config = json.loads(config_path.read_text())
-    head_cfg = config["head"]
-    head = RiskHead(head_cfg["channels"], head_cfg["pooling"], head_cfg["topk_fraction"], head_cfg["hidden"])
-    head.load_state_dict(load_file(str(head_path)))
+    try:
+        config = json.loads(config_path.read_text())
+        head_cfg = config["head"]
+        head = RiskHead(head_cfg["channels"], head_cfg["pooling"], head_cfg["topk_fraction"], head_cfg["hidden"])
+        head.load_state_dict(load_file(str(head_path)))
+        for key in ("backbone", "weights", "input_size", "mean", "std", "threshold"):
+            config[key]
+    except Exception as exc:  # json, safetensors and torch raise many types for damaged files
+        raise ConfigError(f"{folder}: damaged checkpoint ({type(exc).__name__}: {exc}); re-run `auditor-rt train`") from None
     return Checkpoint(folder, config, head.eval())

@@ -37,7 +37,7 @@ def run_demo(folder: Path, artifact_dir: Path, cfg: TrainConfig, n_train: int, n
     timings["data_s"] = time.perf_counter() - start
     log(f"[1/4] demo data: {data.n_train} train+val and {data.n_test} held-out images in {data.root}")
 
-    cfg.data = str(data.train_manifest)
+    cfg = replace(cfg, data=str(data.train_manifest))
     if pretrain_epochs:
         start = time.perf_counter()
         pretrained = finetune(replace(cfg, epochs=pretrain_epochs), folder / "pretrain", log=log)
@@ -59,10 +59,10 @@ def run_demo(folder: Path, artifact_dir: Path, cfg: TrainConfig, n_train: int, n
     start = time.perf_counter()
     test = read_manifest(data.test_manifest)
     with Auditor.load(artifact_dir) as auditor:
-        run = run_inference(auditor, [Item(s.path) for s in test], folder / "infer")
-        results = auditor([s.path for s in test if s.label == 1 and s.box is not None])
+        run = run_inference(auditor, [Item(s.path) for s in test], folder / "infer", keep_heatmaps=True)
+    boxed = [i for i, s in enumerate(test) if s.label == 1 and s.box is not None]
     timings["infer_s"] = time.perf_counter() - start
-    boxes = np.array([s.box for s in test if s.label == 1 and s.box is not None])
+    boxes = np.array([test[i].box for i in boxed])
     scores = np.array([r["score"] for r in run.records if r["status"] == "ok"])
     labels = np.array([s.label for s in test])
     summary = {
@@ -74,7 +74,7 @@ def run_demo(folder: Path, artifact_dir: Path, cfg: TrainConfig, n_train: int, n
             "auroc": metrics.auroc(scores, labels),
             "ap": metrics.average_precision(scores, labels),
             "accuracy": float(np.mean((scores >= trained.config["threshold"]) == (labels == 1))),
-            "pointing_game": metrics.pointing_game(np.stack([r.heatmap for r in results]), boxes),
+            "pointing_game": metrics.pointing_game(np.stack([run.heatmaps[i] for i in boxed]), boxes),
             "images": int(len(labels)),
         },
         "timings_s": {k: round(v, 1) for k, v in timings.items()},

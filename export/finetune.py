@@ -16,13 +16,13 @@ from auditor_rt.export.data import make_loader
 from auditor_rt.export.head import RiskHead
 from auditor_rt.export.losses import risk_loss
 from auditor_rt.export.train import (BestKeeper, TrainConfig, TrainResult, add_losses, evaluate, extract_features,
-                                     finish, format_row, history_row, prepare)
+                                     finish, format_row, history_row, prepare, require_both_classes)
 
 
 def finetune(cfg: TrainConfig, out_dir: str | Path, log=print, backbone_lr: float | None = None) -> TrainResult:
     from tqdm import tqdm
 
-    setup = prepare(cfg, log)
+    setup = prepare(cfg, out_dir, log)
     model, extractor, normalize = setup.model, setup.extractor, setup.normalize
     model.requires_grad_(True)
     head = RiskHead(extractor.channels, cfg.pooling, cfg.topk_fraction, cfg.hidden)
@@ -60,8 +60,9 @@ def finetune(cfg: TrainConfig, out_dir: str | Path, log=print, backbone_lr: floa
         model.eval(), head.eval()
         epoch_times.append(time.perf_counter() - t0)
         val_split, val_skipped = extract_features(extractor, normalize, setup.val_samples, cfg)
-        if epoch == 1:
+        if epoch == 1:  # decoding is deterministic (no augmentation at decode time): one epoch lists every skip
             skipped.extend(val_skipped)
+            require_both_classes(val_split, "validation", skipped)
         val = evaluate(head, val_split, cfg)
         row = history_row(epoch, sums, batches, val)
         history.append(row)

@@ -7,6 +7,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from auditor_rt.runtime.errors import ConfigError
+
 POOLINGS = ("avg", "topk")
 
 
@@ -27,7 +29,9 @@ class RiskHead(nn.Module):
     def __init__(self, channels: int, pooling: str = "topk", topk_fraction: float = 0.1, hidden: int = 16):
         super().__init__()
         if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+            raise ConfigError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if not 0.0 < topk_fraction <= 1.0:
+            raise ConfigError(f"topk_fraction must be in (0, 1], got {topk_fraction}")
         self.pooling, self.topk_fraction, self.hidden = pooling, topk_fraction, hidden
         # Per-channel feature statistics from the training set: frozen features can have any scale.
         self.register_buffer("feature_mean", torch.zeros(channels))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import time
 import warnings
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ from auditor_rt.export.checkpoint import Checkpoint
 from auditor_rt.export.graphs import AuditModule
 from auditor_rt.runtime.artifact import sha256_file
 from auditor_rt.runtime.errors import ExportError
-from auditor_rt.runtime.manifest import SCHEMA_VERSION, GraphEntry, Manifest, Preprocess, TensorSpec
+from auditor_rt.runtime.manifest import MANIFEST_NAME, SCHEMA_VERSION, GraphEntry, Manifest, Preprocess, TensorSpec
 
 DEFAULT_OPSET = 18
 _TORCH_TO_ONNX_DTYPE = {torch.uint8: "uint8", torch.float32: "float32", torch.int64: "int64"}
@@ -33,8 +35,13 @@ def export_graph(module: torch.nn.Module, path: Path, example: torch.Tensor, ops
     """Export with a dynamic batch; returns the output names (the fields of the module's NamedTuple output)."""
     with torch.no_grad():
         output_names = list(module(example)._fields)
+    import onnx
+
+    if opset > onnx.defs.onnx_opset_version():
+        raise ExportError(f"opset {opset} is newer than this onnx package knows ({onnx.defs.onnx_opset_version()}); "
+                          f"use {DEFAULT_OPSET}")
     batch = torch.export.Dim("batch", min=1, max=4096)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet_loggers("onnxscript", "torch.onnx", "torch.export"):
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(module, (example,), str(path), dynamo=True, input_names=["image"],
@@ -43,6 +50,20 @@ def export_graph(module: torch.nn.Module, path: Path, example: torch.Tensor, ops
         except Exception as exc:  # the exporter raises many types; the user needs the cause, not the stack
             raise ExportError(f"torch.onnx.export failed for {type(module).__name__}: {exc}") from exc
     return output_names
+
+
+@contextlib.contextmanager
+def _quiet_loggers(*names: str):
+    """The exporter logs recoverable failures with full tracebacks; the user gets our one-line errors instead."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def tensor_specs(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -96,11 +117,26 @@ class ExportResult:
     export_s: float
 
 
+def graph_opset(path: Path) -> int:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
 def export_artifact(checkpoint: Checkpoint, out_dir: str | Path, name: str | None = None,
                     opset: int = DEFAULT_OPSET, check: bool = True) -> ExportResult:
-    """Export the audit graph of ``checkpoint`` into ``out_dir`` and, with ``check``, compare it with PyTorch."""
+    """Export the audit graph of ``checkpoint`` into ``out_dir`` and, with ``check``, compare it with PyTorch.
+
+    The manifest is written last, only after the graph passed its checks: a folder whose export failed never
+    looks like a usable artifact.
+    """
     folder = Path(out_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"cannot create the artifact folder {folder}: {exc.strerror}") from None
+    (folder / MANIFEST_NAME).unlink(missing_ok=True)  # the old manifest must not describe the new graph
     name = name or folder.name
     module = build_audit_module(checkpoint)
     height, width = checkpoint.input_size
@@ -110,6 +146,10 @@ def export_artifact(checkpoint: Checkpoint, out_dir: str | Path, name: str | Non
     start = time.perf_counter()
     export_graph(module, path, example, opset)
     export_s = time.perf_counter() - start
+    actual_opset = graph_opset(path)
+    if actual_opset != opset:
+        raise ExportError(f"asked for opset {opset} but the exporter wrote opset {actual_opset}; "
+                          f"use an opset it supports (e.g. {DEFAULT_OPSET})")
 
     cfg = checkpoint.config
     preprocess = Preprocess(input_size=(height, width), mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))
@@ -126,37 +166,40 @@ def export_artifact(checkpoint: Checkpoint, out_dir: str | Path, name: str | Non
                      "data": cfg.get("data"), "counts": cfg.get("data_counts", {})},
         "versions": versions(),
     }
+    inputs, outputs = tensor_specs(path)
     write_metadata(path, {
         "auditor_rt.schema_version": str(SCHEMA_VERSION), "auditor_rt.graph": "audit",
         "auditor_rt.backbone": cfg["backbone"], "auditor_rt.weights_sha256": str(cfg["weights"].get("sha256")),
         "auditor_rt.preprocess": json.dumps(preprocess.to_dict()), "auditor_rt.threshold": str(cfg["threshold"]),
         "auditor_rt.head": json.dumps(cfg["head"]),
+        # Everything the manifest says except digests (a file cannot hold its own): a lone .onnx describes itself.
+        "auditor_rt.manifest": json.dumps({**document, "graph": {"kind": "audit", "opset": opset,
+                                                                 "inputs": [t.to_dict() for t in inputs],
+                                                                 "outputs": [t.to_dict() for t in outputs]}}),
     })
-    inputs, outputs = tensor_specs(path)
+    parity = check_parity(module, path, inputs, outputs) if check else {}
     graph = GraphEntry(file=path.name, sha256=sha256_file(path), kind="audit", inputs=tuple(inputs),
                        outputs=tuple(outputs), opset=opset)
     manifest = Manifest(name=name, preprocess=preprocess, threshold=float(cfg["threshold"]),
                         graphs={"audit": graph}, document=document)
     manifest.write(folder)
-    parity = check_parity(module, folder) if check else {}
     return ExportResult(folder, manifest, parity, export_s)
 
 
-def check_parity(module: AuditModule, folder: Path, batch: int = 3, seed: int = 1) -> dict[str, float]:
+def check_parity(module: AuditModule, path: Path, inputs, outputs, batch: int = 3, seed: int = 1) -> dict[str, float]:
     """Run the exported graph in ONNX Runtime (CPU) on new inputs at a new batch size and compare with PyTorch.
 
     Returns the max abs error of each output, relative to that output's max magnitude for maps.
-    Raises ExportError past 1e-4 (logit: absolute; maps: relative to their scale).
+    Raises ExportError past 1e-4 (logit and score: absolute; maps: relative to their scale).
     """
-    from auditor_rt.runtime.artifact import Artifact
-    from auditor_rt.runtime.runners import create_runner
+    from auditor_rt.runtime.runners.onnxruntime import OnnxRuntimeRunner
 
     height, width = module.input_size
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
     with torch.no_grad():
         expected = module(torch.from_numpy(images))._asdict()
-    with create_runner(Artifact(folder), "audit", providers="cpu") as runner:
+    with OnnxRuntimeRunner(path, inputs, outputs, providers="cpu") as runner:
         actual = runner.infer({"image": images})
     errors = {}
     for key, reference in expected.items():
@@ -165,5 +208,6 @@ def check_parity(module: AuditModule, folder: Path, batch: int = 3, seed: int = 
         errors[key] = float(np.abs(actual[key] - reference).max() / scale)
     failed = {k: v for k, v in errors.items() if v > 1e-4}
     if failed:
-        raise ExportError(f"exported graph differs from PyTorch past 1e-4: {failed}; the artifact is not usable")
+        raise ExportError(f"exported graph differs from PyTorch past 1e-4: {failed}; no manifest was written, "
+                          "so the folder is not a usable artifact")
     return errors

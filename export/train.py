@@ -21,7 +21,7 @@ from auditor_rt.export.checkpoint import save_checkpoint
 from auditor_rt.export.data import load_samples, make_loader, split_samples
 from auditor_rt.export.head import RiskHead
 from auditor_rt.export.losses import LossWeights, risk_loss
-from auditor_rt.runtime.errors import DataError
+from auditor_rt.runtime.errors import ConfigError, DataError
 from auditor_rt.runtime.imageio import decode_image
 
 
@@ -43,6 +43,16 @@ class TrainConfig:
     val_fraction: float = 0.25
     seed: int = 0
     workers: int = 2
+
+    def __post_init__(self):
+        checks = [(self.input_size >= 32, "input_size must be at least 32"),
+                  (0.0 < self.topk_fraction <= 1.0, "topk_fraction must be in (0, 1]"),
+                  (self.epochs >= 1, "epochs must be at least 1"), (self.batch_size >= 2, "batch_size must be >= 2"),
+                  (0.0 < self.val_fraction < 1.0, "val_fraction must be in (0, 1)"), (self.lr > 0, "lr must be > 0"),
+                  (self.workers >= 0, "workers must be >= 0"), (self.pooling in ("topk", "avg"), "pooling: topk|avg")]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"training config: {message}")
 
 
 @dataclass
@@ -74,8 +84,18 @@ def extract_features(extractor, normalize, samples, cfg: TrainConfig, progress=N
             if progress is not None:
                 progress(len(batch.indices) + len(batch.failures))
     if not features:
-        raise DataError("no image in the data set could be decoded; see the skipped files above")
+        shown = "; ".join(f"{path}: {reason}" for path, reason in skipped[:3])
+        raise DataError(f"none of {len(samples)} images could be decoded (first: {shown})")
     return CachedSplit(torch.cat(features), torch.cat(labels), kept), skipped
+
+
+def require_both_classes(split: CachedSplit, name: str, skipped: list) -> None:
+    """Ranking metrics and the threshold need positives and negatives; skipped files can empty a class."""
+    present = set(split.labels.long().tolist())
+    if present != {0, 1}:
+        missing = "positive" if 1 not in present else "negative"
+        raise DataError(f"the {name} split has no {missing} image that could be decoded ({len(skipped)} files "
+                        "skipped); add data or change --val-fraction / --seed")
 
 
 def evaluate(head: RiskHead, split: CachedSplit, cfg: TrainConfig) -> dict:
@@ -83,7 +103,7 @@ def evaluate(head: RiskHead, split: CachedSplit, cfg: TrainConfig) -> dict:
         out = head(split.features)
         total, parts = risk_loss(out.logit, out.risk_map, split.labels, cfg.loss, cfg.topk_fraction)
     logits, labels = out.logit.numpy(), split.labels.numpy()
-    scores = 1.0 / (1.0 + np.exp(-logits))
+    scores = torch.sigmoid(out.logit).numpy()
     return {
         "val_loss": float(total),
         "gap": float(logits[labels > 0.5].mean() - logits[labels <= 0.5].mean()),
@@ -124,7 +144,13 @@ class Setup:
     std: tuple
 
 
-def prepare(cfg: TrainConfig, log=print) -> Setup:
+def prepare(cfg: TrainConfig, out_dir, log=print) -> Setup:
+    """Split the data and build the backbone. The output folder is made first, so that a bad ``-o`` fails before
+    any work is done rather than after it."""
+    try:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the checkpoint folder {out_dir}: {exc.strerror}") from None
     torch.manual_seed(cfg.seed)
     samples = load_samples(cfg.data, cfg.positive_class)
     train_samples, val_samples = split_samples(samples, cfg.val_fraction, cfg.seed)
@@ -192,7 +218,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, log=print) -> TrainResult:
     """Frozen backbone: cache its features once, then train only the head for ``cfg.epochs``."""
     from tqdm import tqdm
 
-    setup = prepare(cfg, log)
+    setup = prepare(cfg, out_dir, log)
     start = time.perf_counter()
     total = len(setup.train_samples) + len(setup.val_samples)
     with tqdm(total=total, desc="caching features", unit="img", leave=False) as bar:
@@ -201,6 +227,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, log=print) -> TrainResult:
                                                   bar.update)
     extract_s = time.perf_counter() - start
     skipped += val_skipped
+    require_both_classes(train_split, "training", skipped)
+    require_both_classes(val_split, "validation", skipped)
 
     head = RiskHead(setup.extractor.channels, cfg.pooling, cfg.topk_fraction, cfg.hidden)
     head.set_feature_stats(train_split.features)
@@ -221,8 +249,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, log=print) -> TrainResult:
             optimizer.step()
             add_losses(sums, loss, parts)
         head.eval()
-        epoch_times.append(time.perf_counter() - t0)
         val = evaluate(head, val_split, cfg)
+        epoch_times.append(time.perf_counter() - t0)  # training and validation: what an epoch really costs
         row = history_row(epoch, sums, len(batches), val)
         history.append(row)
         bar.write(format_row(row))

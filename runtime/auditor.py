@@ -71,8 +71,9 @@ class Auditor:
 
     def __call__(self, images: ImageSource | Sequence[ImageSource]) -> list[AuditResult]:
         """Audit paths, encoded buffers or RGB arrays. Raises ImageDecodeError on the first unreadable one."""
-        if isinstance(images, (str, Path, bytes, np.ndarray)):
-            images = [images]
+        if isinstance(images, (str, Path, bytes, bytearray, memoryview)) or (
+                isinstance(images, np.ndarray) and images.ndim in (2, 3)):
+            images = [images]  # one image; a 4-D array is a batch and iterates as one
         return self.audit_arrays([decode_image(image) for image in images])
 
     def audit_arrays(self, images: Iterable[np.ndarray]) -> list[AuditResult]:
@@ -95,13 +96,16 @@ class Auditor:
         if heatmap.shape != (height, width):
             heatmap = cv2.resize(heatmap, (width, height), interpolation=cv2.INTER_LINEAR)
         score = float(outputs["score"][index])
+        label = score >= self.threshold
         return AuditResult(
             score=score,
             logit=float(outputs["logit"][index]),
-            label=score >= self.threshold,
+            label=label,
             threshold=self.threshold,
             risk_map=outputs["risk_map"][index],
             heatmap=heatmap,
-            regions=find_regions(heatmap, self.region_threshold),
+            # The heatmap is normalised per image, so it always has a "hot" area; boxes mean something only
+            # where the model says risk.
+            regions=find_regions(heatmap, self.region_threshold) if label else [],
             image_size=(height, width),
         )

@@ -39,5 +39,9 @@ class BackendUnavailableError(AuditorError):
     """The requested backend or execution provider is not installed or cannot run here."""
 
 
+class OutputError(AuditorError):
+    """A result could not be written (full or read-only disk, a file where a folder should be)."""
+
+
 class ExportError(AuditorError):
     """Exporting a model to ONNX failed, or the export does not match PyTorch."""

@@ -27,6 +27,7 @@ class InferSummary:
     positives: int = 0
     seconds: float = 0.0
     records: list[dict] = field(default_factory=list)
+    heatmaps: dict[int, np.ndarray] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"run_folder": str(self.folder), "ok": self.ok, "errors": self.errors, "positives": self.positives,
@@ -44,8 +45,9 @@ def caption_of(result: AuditResult, digits: int = 3) -> str:
 
 
 def run_inference(auditor: Auditor, items: Sequence[Item], folder: Path, save_overlays: bool = True,
-                  progress: Callable[[int], None] | None = None) -> InferSummary:
-    """Audit ``items`` in batches. Every item yields exactly one JSONL record, ``ok`` or ``error``."""
+                  progress: Callable[[int], None] | None = None, keep_heatmaps: bool = False) -> InferSummary:
+    """Audit ``items`` in batches. Every item yields exactly one JSONL record, ``ok`` or ``error``.
+    ``keep_heatmaps`` also keeps each heatmap in ``summary.heatmaps`` (by input index), for scoring."""
     summary = InferSummary(folder)
     overlay_dir = folder / "overlays"
     if save_overlays:
@@ -57,13 +59,14 @@ def run_inference(auditor: Auditor, items: Sequence[Item], folder: Path, save_ov
             chunk = list(enumerate(items[offset:offset + auditor.batch_size], start=offset))
             chunk_records, decoded = {}, []
             for index, item in chunk:
-                try:
-                    if item.error:
-                        raise ImageDecodeError(f"{item.source}: {item.error}")
-                    decoded.append((index, item, decode_image(item.source)))
-                except ImageDecodeError as exc:
-                    chunk_records[index] = {"index": index, "source": item.source, "status": "error",
-                                            "error": str(exc)}
+                error = f"{item.source}: {item.error}" if item.error else None
+                if error is None:
+                    try:
+                        decoded.append((index, item, decode_image(item.source)))
+                    except ImageDecodeError as exc:
+                        error = str(exc)
+                if error is not None:
+                    chunk_records[index] = {"index": index, "source": item.source, "status": "error", "error": error}
             results = auditor.audit_arrays([image for _, _, image in decoded]) if decoded else []
             for (index, item, image), result in zip(decoded, results):
                 record = {"index": index, "source": item.source, "status": "ok", **result.to_dict()}
@@ -77,6 +80,8 @@ def run_inference(auditor: Auditor, items: Sequence[Item], folder: Path, save_ov
                         captions.append(caption_of(result, 2))
                 chunk_records[index] = record
                 summary.positives += bool(result.label)
+                if keep_heatmaps:
+                    summary.heatmaps[index] = result.heatmap
             for index in sorted(chunk_records):  # records keep the order of the inputs
                 _write(jsonl, summary, chunk_records[index])
             if progress is not None:

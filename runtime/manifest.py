@@ -14,6 +14,7 @@ from typing import Any
 from auditor_rt.runtime.errors import ArtifactError
 
 SCHEMA_VERSION = 1
+DTYPES = ("uint8", "float32", "float16", "int64", "int32", "bool")
 MANIFEST_NAME = "manifest.json"
 
 
@@ -27,6 +28,8 @@ class TensorSpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TensorSpec":
+        if data["dtype"] not in DTYPES:
+            raise ValueError(f"tensor {data.get('name')!r} has unknown dtype {data['dtype']!r} (known: {DTYPES})")
         return cls(name=data["name"], dtype=data["dtype"], shape=tuple(data["shape"]))
 
     def to_dict(self) -> dict:

@@ -8,6 +8,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from auditor_rt.runtime.errors import OutputError
 from auditor_rt.runtime.regions import Region
 
 
@@ -92,4 +93,4 @@ def letterbox(image: np.ndarray, size: int) -> np.ndarray:
 def write_rgb(path, image: np.ndarray) -> None:
     """Write an RGB image with OpenCV (which expects BGR)."""
     if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write {path}")
+        raise OutputError(f"could not write {path}: is the disk full or the folder read-only?")

@@ -1,5 +1,6 @@
 import click
 
+from auditor_rt.cli.errors import CliError
 from auditor_rt.cli.options import backend_options
 
 
@@ -35,6 +36,8 @@ def command(artifact, sources, out, batch, recursive, save_overlays, region_thre
             summary = run_inference(auditor, items, folder, save_overlays=save_overlays, progress=bar.update)
     if as_json:
         click.echo(json.dumps(summary.to_dict()))
+        if not summary.ok:
+            raise CliError("no image could be audited", 1)
         return
     for record in summary.records:
         if record["status"] == "error":
@@ -45,3 +48,5 @@ def command(artifact, sources, out, batch, recursive, save_overlays, region_thre
     click.echo(f"results: {folder / 'results.jsonl'}")
     if summary.ok and save_overlays:
         click.echo(f"overlays: {folder / 'overlays'}  contact sheet: {folder / 'contact_sheet.png'}")
+    if not summary.ok:
+        raise CliError(f"no image could be audited ({summary.errors} errors, listed in {folder / 'results.jsonl'})", 1)

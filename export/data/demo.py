@@ -166,13 +166,8 @@ def _draw_shape(kind: str, radius: float, angle: float, rng) -> tuple[np.ndarray
         if kind == "hazard":
             colour[striped] = BLACK
         colour[(outer == 1) & (inner == 0)] = BLACK  # the black rim of a warning triangle
-    elif kind == "striped_square":
-        cv2.fillPoly(outer, [_polygon(centre, 0.8 * r, angle + 45, 4)], 1)
-        colour[striped] = BLACK
-    elif kind in ("striped_disc", "plain_disc"):
+    elif kind == "plain_disc":
         cv2.circle(outer, (round(centre), round(centre)), round(0.8 * r), 1, -1)
-        if kind == "striped_disc":
-            colour[striped] = BLACK
     else:
         raise ValueError(f"unknown demo shape {kind!r}")
     shrink = (canvas, canvas)

@@ -20,7 +20,8 @@ def create_runner(artifact: Artifact, graph: str = "audit", backend: str = "auto
         from auditor_rt.runtime.runners.onnxruntime import OnnxRuntimeRunner
 
         return OnnxRuntimeRunner(path, entry.inputs, entry.outputs, providers=providers or "auto", threads=threads,
-                                 cache_dir=artifact.folder / "trt_cache", io_binding=io_binding)
+                                 cache_dir=artifact.folder / "trt_cache" / entry.sha256[:16],
+                                 io_binding=io_binding)  # a re-exported graph never reuses a stale engine
     raise BackendUnavailableError(  # backend == "tensorrt"
         "native TensorRT engines are not built by this version of auditor-rt; use --backend onnxruntime "
         "--providers tensorrt to run the graph through ONNX Runtime's TensorRT execution provider"

@@ -118,11 +118,67 @@ def test_train_reports_and_skips_corrupt_images(demo_data, tmp_path):
 @pytest.mark.parametrize("args, fragments", [
     (["info", "/no/such/artifact"], ["no such artifact folder"]),
     (["infer", "/no/such/artifact", "x.jpg"], ["no such artifact folder"]),
-    (["train", ".", "--backbone", "no_such_model_xyz", "--weights", "random"], []),
     (["export", "/tmp", "-o", "/tmp/never-written"], ["not a checkpoint folder"]),
 ])
 def test_user_mistakes_are_one_line_errors(args, fragments):
     assert_clean_error(invoke(*args), *fragments)
+
+
+def test_unknown_backbone_is_one_line_error(demo_data, tmp_path):
+    result = invoke("train", demo_data.train_manifest, "-o", tmp_path / "c", "--backbone", "no_such_model_xyz")
+    assert_clean_error(result, "unknown timm backbone", "no_such_model_xyz")
+
+
+def test_damaged_weights_file_is_one_line_error(demo_data, tmp_path):
+    damaged = tmp_path / "weights.pth"
+    damaged.write_bytes(b"not a pickle at all")
+    result = invoke("train", demo_data.train_manifest, "-o", tmp_path / "c", "--backbone", "test_resnet",
+                    "--weights", damaged, "--workers", 0)
+    assert_clean_error(result, "weights.pth", "not a readable weights file")
+
+
+def test_output_under_a_file_fails_before_training(demo_data, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = invoke("train", demo_data.train_manifest, "-o", blocker / "ckpt", "--backbone", "test_resnet",
+                    "--weights", "random", "--workers", 0)
+    assert_clean_error(result, "checkpoint folder")
+    assert "caching" not in result.output  # nothing was computed before the failure
+
+
+def test_validation_split_without_a_class_is_a_data_error(demo_data, tmp_path):
+    root = Path(demo_data.train_manifest).parent
+    rows = [line.split(",", 1) for line in Path(demo_data.train_manifest).read_text().splitlines()[1:]]
+    negatives = [f"{root / p},{rest}" for p, rest in rows if rest.startswith("0")][:6]
+    positive = next(f"{root / p},{rest}" for p, rest in rows if rest.startswith("1"))
+    manifest = tmp_path / "data.csv"
+    missing = [f"{tmp_path / f'gone{i}.jpg'},1,,,," for i in range(3)]
+    manifest.write_text("\n".join(negatives + [positive] + missing) + "\n")
+    result = invoke("train", manifest, "-o", tmp_path / "c", "--backbone", "test_resnet", "--weights", "random",
+                    "--input-size", 64, "--workers", 0, "--val-fraction", 0.5, "--seed", 1)
+    assert_clean_error(result, "split has no positive image")
+
+
+def test_infer_with_nothing_to_audit_exits_non_zero(artifact_dir, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = invoke("infer", artifact_dir, empty, "-o", tmp_path / "runs")
+    assert result.exit_code == 1
+    assert "no image could be audited" in result.output
+    assert len(records(tmp_path / "runs" / "run-001")) == 1  # the record of the empty folder is still written
+
+
+def test_random_weights_warn_even_when_asked_for(demo_data, tmp_path):
+    result = invoke("train", demo_data.train_manifest, "-o", tmp_path / "c", "--backbone", "test_resnet",
+                    "--weights", "random", "--input-size", 64, "--epochs", 1, "--workers", 0)
+    assert result.exit_code == 0, result.output
+    assert "RANDOM weights" in result.output
+
+
+def test_unsupported_opset_is_one_line_error(checkpoint_dir, tmp_path):
+    result = invoke("export", checkpoint_dir, "-o", tmp_path / "art", "--opset", 30)
+    assert_clean_error(result, "opset 30")
+    assert not (tmp_path / "art" / "manifest.json").exists()
 
 
 def test_wrong_weights_file_is_one_line_error(demo_data, tmp_path):
@@ -151,3 +207,13 @@ def test_demo_runs_end_to_end(tmp_path):
     assert 0.0 <= summary["test"]["pointing_game"] <= 1.0
     assert "pointing game" in result.output
     assert (tmp_path / "engines" / "demo" / "audit.onnx").is_file()
+
+
+@pytest.mark.slow
+def test_full_size_demo_localises(tmp_path):
+    """The README's demo as shipped (resnet50_clip, 480 + 96 images): it must localise the hazards."""
+    result = invoke("demo", "-o", tmp_path / "runs", "--artifact", tmp_path / "engines" / "demo")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "runs" / "run-001" / "summary.json").read_text())
+    assert summary["test"]["auroc"] > 0.7
+    assert summary["test"]["pointing_game"] > 0.35  # chance (a random peak inside the box) is about 0.04

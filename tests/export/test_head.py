@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from auditor_rt.export.head import HeadOutput, RiskHead, topk_mean
+from auditor_rt.runtime.errors import ConfigError
 
 
 def _features(n=2, c=3, h=5, w=4, seed=0):
@@ -38,7 +39,7 @@ def test_config_round_trips():
 
 
 def test_unknown_pooling_is_refused():
-    with pytest.raises(ValueError, match="pooling"):
+    with pytest.raises(ConfigError, match="pooling"):
         RiskHead(channels=3, pooling="max")
 
 

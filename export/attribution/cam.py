@@ -1,0 +1,123 @@
+"""Grad-CAM and Grad-CAM++ at any feature stage named by timm's ``feature_info`` (default: the last).
+
+The gradient of the risk logit with respect to a stage's output is taken through a zero "probe" added to that
+output by a forward hook: d logit / d probe at probe = 0 is d logit / d activation, and the later stages' backward
+pass is compiled to forward ops like every other gradient here.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from auditor_rt.export.attribution.compiler import compile_gradient
+from auditor_rt.export.attribution.methods import Attribution, normalize_per_image, register_attribution
+from auditor_rt.export.graphs import AuditModule
+from auditor_rt.runtime.errors import ConfigError
+
+
+class _Probe:
+    """Forward hook that records a stage's output and returns it plus ``self.value``."""
+
+    def __init__(self):
+        self.value = None
+        self.activation = None
+
+    def __call__(self, module, inputs, output):
+        self.activation = output
+        return output if self.value is None else output + self.value
+
+
+def stage_names(audit: AuditModule) -> list[str]:
+    return [info["module"] for info in audit.features.model.feature_info]
+
+
+def _stage_module(audit: AuditModule, stage: str | int | None) -> tuple[str, torch.nn.Module]:
+    names = stage_names(audit)
+    if stage is None or stage == -1:
+        name = names[-1]
+    elif isinstance(stage, int) or str(stage).lstrip("-").isdigit():
+        index = int(stage)
+        if not -len(names) <= index < len(names):
+            raise ConfigError(f"stage {index} out of range: the backbone has stages 0..{len(names) - 1} ({names})")
+        name = names[index]
+    elif stage in names:
+        name = stage
+    else:
+        raise ConfigError(f"unknown stage {stage!r}; the backbone's feature_info stages are {names}")
+    return name, audit.features.model.get_submodule(name)
+
+
+class CamOutputs(NamedTuple):
+    logit: torch.Tensor  # [N]
+    cam: torch.Tensor    # [N, H, W] in [0, 1] per image, at the input size
+    cam_raw: torch.Tensor  # [N, h, w] before upsampling and normalisation
+
+
+def _as_grid(tensor: torch.Tensor, prefix_tokens: int) -> torch.Tensor:
+    """[N, C, h, w] stays; ViT tokens [N, T, C] drop their prefix tokens and become [N, C, s, s]."""
+    if tensor.dim() == 4:
+        return tensor
+    tokens = tensor[:, prefix_tokens:]
+    side = int(round(tokens.shape[1] ** 0.5))
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
+
+
+@register_attribution("gradcam")
+class GradCam(Attribution):
+    """ReLU of the activation weighted by its spatially averaged gradient (Selvaraju et al.)."""
+
+    def __init__(self, audit: AuditModule, example: torch.Tensor, stage: str | int | None = None):
+        torch.nn.Module.__init__(self)
+        self.normalize, self.input_size = audit.normalize, audit.input_size
+        self.stage, module = _stage_module(audit, stage)
+        self.prefix_tokens = audit.features.num_prefix_tokens
+        probe = _Probe()
+        handle = module.register_forward_hook(probe)
+        try:
+            with torch.no_grad():
+                x = self.normalize(example)
+                audit.features(x)
+                shape = tuple(probe.activation.shape[1:])
+
+            def gradient(x):
+                def objective(value):
+                    probe.value = value
+                    logit = audit.head(audit.features(x)).logit
+                    probe.value = None
+                    return logit.sum(), (logit, probe.activation)
+
+                zeros = x.new_zeros((x.shape[0], *shape))
+                grad, (logit, activation) = torch.func.grad(objective, has_aux=True)(zeros)
+                return grad, activation, logit
+
+            self.gradient = compile_gradient(gradient, x)
+        finally:
+            handle.remove()
+
+    def params(self) -> dict:
+        return {"stage": self.stage}
+
+    def weights(self, activation: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        return grad.mean(dim=(2, 3), keepdim=True)
+
+    def explain(self, x):
+        grad, activation, logit = self.gradient(x)
+        activation, grad = _as_grid(activation, self.prefix_tokens), _as_grid(grad, self.prefix_tokens)
+        raw = F.relu((self.weights(activation, grad) * activation).sum(dim=1))
+        cam = F.interpolate(raw[:, None], size=self.input_size, mode="bilinear", align_corners=False)[:, 0]
+        return CamOutputs(logit, normalize_per_image(cam), raw)
+
+
+@register_attribution("gradcam++")
+class GradCamPlusPlus(GradCam):
+    """Positive gradients weighted per cell by the closed-form alpha of Chattopadhyay et al. (with exp scores)."""
+
+    def weights(self, activation, grad):
+        squared, cubed = grad.pow(2), grad.pow(3)
+        total = activation.sum(dim=(2, 3), keepdim=True)
+        alpha = squared / (2 * squared + total * cubed).where(grad != 0, torch.ones_like(grad))
+        alpha = alpha.where(grad != 0, torch.zeros_like(grad))
+        return (alpha * F.relu(grad)).sum(dim=(2, 3), keepdim=True)

@@ -1,0 +1,103 @@
+"""Attribution methods as exportable modules, one small class each over a shared base (``@register_attribution``,
+``create_attribution(name, audit, example, **params)``).
+
+Every method takes uint8 NHWC images (plus its own inputs, e.g. SmoothGrad's noise) and returns named maps. The
+gradients inside are compiled to forward ops by ``compile_gradient`` when the module is built, so the exported
+graph recomputes them for every input.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from auditor_rt.export.attribution.compiler import compile_gradient
+from auditor_rt.export.graphs import AuditModule
+from auditor_rt.runtime.errors import ConfigError
+
+ATTRIBUTIONS: dict[str, type] = {}
+
+
+def register_attribution(name: str) -> Callable[[type], type]:
+    def wrap(cls: type) -> type:
+        cls.method = name
+        ATTRIBUTIONS[name] = cls
+        return cls
+
+    return wrap
+
+
+def create_attribution(name: str, audit: AuditModule, example: torch.Tensor, **params) -> "Attribution":
+    if name not in ATTRIBUTIONS:
+        raise ConfigError(f"unknown attribution method {name!r}; choose from {', '.join(sorted(ATTRIBUTIONS))}")
+    return ATTRIBUTIONS[name](audit, example, **params).eval()
+
+
+def normalize_per_image(maps: torch.Tensor) -> torch.Tensor:
+    """Min-max to [0, 1] per image (for unsigned maps)."""
+    low = maps.amin(dim=(1, 2), keepdim=True)
+    high = maps.amax(dim=(1, 2), keepdim=True)
+    return (maps - low) / (high - low).clamp_min(1e-12)
+
+
+def input_gradient_fn(audit: AuditModule):
+    """x (normalised NCHW) -> (d sum(logit) / dx, logit): each sample's own gradient, as samples are independent."""
+    def objective(x):
+        logit = audit.head(audit.features(x)).logit
+        return logit.sum(), logit
+
+    return lambda x: torch.func.grad(objective, has_aux=True)(x)
+
+
+class Attribution(nn.Module):
+    """Holds the preprocessing and the compiled input gradient; subclasses override ``explain``."""
+
+    method = "base"
+    signed = False
+    extra_inputs: tuple[str, ...] = ()
+
+    def __init__(self, audit: AuditModule, example: torch.Tensor):
+        super().__init__()
+        self.normalize = audit.normalize
+        self.input_size = audit.input_size
+        with torch.no_grad():
+            self.gradient = compile_gradient(input_gradient_fn(audit), self.normalize(example))
+
+    def forward(self, image: torch.Tensor, *extra: torch.Tensor):
+        return self.explain(self.normalize(image), *extra)
+
+    def explain(self, x: torch.Tensor, *extra: torch.Tensor):
+        raise NotImplementedError(f"{type(self).__name__} must implement explain()")
+
+    def params(self) -> dict:
+        return {}
+
+
+class SaliencyOutputs(NamedTuple):
+    logit: torch.Tensor     # [N]
+    saliency: torch.Tensor  # [N, H, W] max over channels of |d logit / d x|
+    gradient: torch.Tensor  # [N, H, W] sum over channels of d logit / d x (signed)
+
+
+@register_attribution("saliency")
+class Saliency(Attribution):
+    def explain(self, x):
+        grad, logit = self.gradient(x)
+        return SaliencyOutputs(logit, grad.abs().amax(dim=1), grad.sum(dim=1))
+
+
+class GradientInputOutputs(NamedTuple):
+    logit: torch.Tensor
+    grad_x_input: torch.Tensor  # [N, H, W] sum over channels of gradient * input (signed)
+
+
+@register_attribution("gradxinput")
+class GradientTimesInput(Attribution):
+    signed = True
+
+    def explain(self, x):
+        grad, logit = self.gradient(x)
+        return GradientInputOutputs(logit, (grad * x).sum(dim=1))

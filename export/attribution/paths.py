@@ -1,0 +1,110 @@
+"""Attributions that average gradients over many inputs, run as one batch inside the graph: integrated gradients
+along a path from a baseline, and SmoothGrad over noisy copies (the noise is an input, so runs repeat exactly)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from auditor_rt.export.attribution.methods import Attribution, register_attribution
+from auditor_rt.runtime.errors import ConfigError
+
+BASELINES = ("black", "blur", "input")
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """A real separable Gaussian blur (depthwise convolutions, reflect padding) of an NCHW tensor."""
+    radius = max(1, int(round(3 * sigma)))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps = torch.tensor(taps / taps.sum(), dtype=x.dtype)
+    channels = x.shape[1]
+    horizontal = taps.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
+    vertical = taps.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), horizontal, groups=channels)
+    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), vertical, groups=channels)
+
+
+class IntegratedGradientsOutputs(NamedTuple):
+    logit: torch.Tensor  # [N] at the image
+    ig: torch.Tensor     # [N, H, W] signed, summed over channels
+    delta: torch.Tensor  # [N] completeness error: sum(attribution) - (logit(image) - logit(baseline))
+
+
+@register_attribution("ig")
+class IntegratedGradients(Attribution):
+    """Gauss-Legendre quadrature of the gradient along the straight path baseline -> image (Captum's default rule).
+    The path points, plus both end points for the delta, run as one batch of N * (steps + 2)."""
+
+    signed = True
+
+    def __init__(self, audit, example, steps: int = 32, baseline: str = "black", blur_sigma: float = 8.0):
+        if baseline not in BASELINES:
+            raise ConfigError(f"unknown IG baseline {baseline!r}; choose from {', '.join(BASELINES)}")
+        if steps < 1:
+            raise ConfigError(f"--ig-steps must be at least 1, got {steps}")
+        super().__init__(audit, example)
+        self.steps, self.baseline, self.blur_sigma = steps, baseline, blur_sigma
+        self.extra_inputs = ("baseline",) if baseline == "input" else ()
+        nodes, weights = np.polynomial.legendre.leggauss(steps)
+        alphas = np.concatenate([(nodes + 1) / 2, [1.0, 0.0]])  # quadrature points, then image and baseline
+        self.register_buffer("alphas", torch.tensor(alphas, dtype=torch.float32))
+        self.register_buffer("weights", torch.tensor(weights / 2, dtype=torch.float32))
+        self.register_buffer("black", self.normalize(torch.zeros(1, 1, 1, 3, dtype=torch.uint8)))
+
+    def params(self) -> dict:
+        return {"steps": self.steps, "baseline": self.baseline, "blur_sigma": self.blur_sigma,
+                "rule": "gauss-legendre"}
+
+    def forward(self, image, baseline_image=None):
+        x = self.normalize(image)
+        if self.baseline == "input":
+            if baseline_image is None:
+                raise ConfigError("this IG graph takes a 'baseline' image input")
+            reference = self.normalize(baseline_image)
+        elif self.baseline == "blur":
+            reference = gaussian_blur(x, self.blur_sigma)
+        else:
+            reference = self.black.expand_as(x)
+        return self.explain(x, reference)
+
+    def explain(self, x, reference):
+        n, points = x.shape[0], self.alphas.shape[0]
+        difference = x - reference
+        path = reference[:, None] + self.alphas.view(1, -1, 1, 1, 1) * difference[:, None]
+        grads, logits = self.gradient(path.reshape(n * points, *x.shape[1:]))
+        grads = grads.reshape(n, points, *x.shape[1:])[:, : self.steps]
+        logits = logits.reshape(n, points)
+        attribution = (grads * self.weights.view(1, -1, 1, 1, 1)).sum(dim=1) * difference
+        delta = attribution.sum(dim=(1, 2, 3)) - (logits[:, -2] - logits[:, -1])
+        return IntegratedGradientsOutputs(logits[:, -2], attribution.sum(dim=1), delta)
+
+
+class SmoothGradOutputs(NamedTuple):
+    logit: torch.Tensor       # [N] at the image (no noise)
+    smoothgrad: torch.Tensor  # [N, H, W] max over channels of the mean |gradient| over noisy copies
+
+
+@register_attribution("smoothgrad")
+class SmoothGrad(Attribution):
+    """Mean |gradient| over ``samples`` noisy copies. The graph takes ``noise`` [N, samples, 3, H, W] of unit
+    normal values, scaled by ``noise_level`` x (max - min) of each normalised image (Smilkov et al.)."""
+
+    extra_inputs = ("noise",)
+
+    def __init__(self, audit, example, samples: int = 16, noise_level: float = 0.15):
+        super().__init__(audit, example)
+        self.samples, self.noise_level = samples, noise_level
+
+    def params(self) -> dict:
+        return {"samples": self.samples, "noise_level": self.noise_level, "noise": "unit normal, an input"}
+
+    def explain(self, x, noise):
+        n = x.shape[0]
+        spread = (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3))).view(n, 1, 1, 1, 1)
+        noisy = torch.cat([x[:, None], x[:, None] + self.noise_level * spread * noise], dim=1)
+        grads, logits = self.gradient(noisy.reshape(-1, *x.shape[1:]))
+        grads = grads.reshape(n, -1, *x.shape[1:])[:, 1:]
+        return SmoothGradOutputs(logits.reshape(n, -1)[:, 0], grads.abs().mean(dim=1).amax(dim=1))
