@@ -31,21 +31,29 @@ def build_audit_module(checkpoint: Checkpoint) -> AuditModule:
     return AuditModule(normalize, checkpoint.build_backbone(), checkpoint.head, checkpoint.input_size).eval()
 
 
-def export_graph(module: torch.nn.Module, path: Path, example: torch.Tensor, opset: int = DEFAULT_OPSET) -> list:
-    """Export with a dynamic batch; returns the output names (the fields of the module's NamedTuple output)."""
-    with torch.no_grad():
-        output_names = list(module(example)._fields)
+def export_graph(module: torch.nn.Module, path: Path, example: torch.Tensor | tuple, opset: int = DEFAULT_OPSET,
+                 input_names: tuple[str, ...] = ("image",), dynamic: dict[str, dict[int, str]] | None = None) -> list:
+    """Export with a dynamic batch (dim 0 of every input, one shared symbol); returns the output names (the fields
+    of the module's NamedTuple output). ``dynamic`` names further dynamic dims, e.g. {"noise": {1: "samples"}}."""
     import onnx
 
+    examples = example if isinstance(example, tuple) else (example,)
+    with torch.no_grad():
+        output_names = list(module(*examples)._fields)
     if opset > onnx.defs.onnx_opset_version():
         raise ExportError(f"opset {opset} is newer than this onnx package knows ({onnx.defs.onnx_opset_version()}); "
                           f"use {DEFAULT_OPSET}")
-    batch = torch.export.Dim("batch", min=1, max=4096)
+    symbols = {"batch": torch.export.Dim("batch", min=1, max=4096)}
+    shapes = []
+    for name in input_names:
+        dims = {0: "batch", **(dynamic or {}).get(name, {})}
+        shapes.append({axis: symbols.setdefault(symbol, torch.export.Dim(symbol, min=1, max=4096))
+                       for axis, symbol in dims.items()})
     with warnings.catch_warnings(), _quiet_loggers("onnxscript", "torch.onnx", "torch.export"):
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(module, (example,), str(path), dynamo=True, input_names=["image"],
-                              output_names=output_names, dynamic_shapes=({0: batch},), opset_version=opset,
+            torch.onnx.export(module, examples, str(path), dynamo=True, input_names=list(input_names),
+                              output_names=output_names, dynamic_shapes=tuple(shapes), opset_version=opset,
                               external_data=False, verbose=False)
         except Exception as exc:  # the exporter raises many types; the user needs the cause, not the stack
             raise ExportError(f"torch.onnx.export failed for {type(module).__name__}: {exc}") from exc

@@ -66,10 +66,10 @@ class Attribution(nn.Module):
         with torch.no_grad():
             self.gradient = compile_gradient(input_gradient_fn(audit), self.normalize(example))
 
-    def forward(self, image: torch.Tensor, *extra: torch.Tensor):
-        return self.explain(self.normalize(image), *extra)
+    def forward(self, image: torch.Tensor):
+        return self.explain(self.normalize(image))
 
-    def explain(self, x: torch.Tensor, *extra: torch.Tensor):
+    def explain(self, x: torch.Tensor):
         raise NotImplementedError(f"{type(self).__name__} must implement explain()")
 
     def params(self) -> dict:

@@ -101,6 +101,9 @@ class SmoothGrad(Attribution):
     def params(self) -> dict:
         return {"samples": self.samples, "noise_level": self.noise_level, "noise": "unit normal, an input"}
 
+    def forward(self, image, noise):
+        return self.explain(self.normalize(image), noise)
+
     def explain(self, x, noise):
         n = x.shape[0]
         spread = (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3))).view(n, 1, 1, 1, 1)
