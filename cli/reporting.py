@@ -26,9 +26,17 @@ def print_training(result) -> None:
     click.echo(f"checkpoint: {result.folder}  (curves: {result.folder / 'curves.png'})")
 
 
+def parity_text(errors: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.1e}" for k, v in errors.items())
+
+
 def print_export(result) -> None:
-    errors = ", ".join(f"{k} {v:.1e}" for k, v in result.parity.items())
-    click.echo(f"exported {result.folder / 'audit.onnx'} in {result.export_s:.1f} s")
-    if errors:
-        click.echo(f"parity with PyTorch (max abs; maps relative to their scale): {errors}")
+    graphs = result.manifest.graphs
+    click.echo(f"exported {len(graphs)} graph(s) in {result.export_s:.1f} s: {', '.join(g.file for g in graphs.values())}")
+    for key, errors in result.parity.items():
+        click.echo(f"parity with PyTorch, {key} (max abs; maps relative to their scale): {parity_text(errors)}")
+    if result.weights:
+        w = result.weights
+        click.echo(f"weights: {w['file']} {w['bytes'] / 1e6:.1f} MB shared by all graphs "
+                   f"({w['saved_bytes'] / 1e6:.1f} MB of duplicates not stored)")
     click.echo(f"artifact: {result.folder}")

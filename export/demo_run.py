@@ -54,7 +54,7 @@ def run_demo(folder: Path, artifact_dir: Path, cfg: TrainConfig, n_train: int, n
     exported = export_artifact(load_checkpoint(trained.folder), artifact_dir)
     timings["export_s"] = time.perf_counter() - start
     log(f"[3/4] exported in {timings['export_s']:.0f} s: {exported.folder} "
-        f"(parity: {', '.join(f'{k} {v:.1e}' for k, v in exported.parity.items())})")
+        f"(parity: {', '.join(f'{k} {v:.1e}' for k, v in exported.parity['audit'].items())})")
 
     start = time.perf_counter()
     test = read_manifest(data.test_manifest)

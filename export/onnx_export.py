@@ -17,6 +17,8 @@ import torch
 from auditor_rt.export.backbone import Normalize
 from auditor_rt.export.checkpoint import Checkpoint
 from auditor_rt.export.graphs import AuditModule
+from auditor_rt.export.parity import check_parity
+from auditor_rt.export.weights_store import share_initializers
 from auditor_rt.runtime.artifact import sha256_file
 from auditor_rt.runtime.errors import ExportError
 from auditor_rt.runtime.manifest import MANIFEST_NAME, SCHEMA_VERSION, GraphEntry, Manifest, Preprocess, TensorSpec
@@ -32,7 +34,8 @@ def build_audit_module(checkpoint: Checkpoint) -> AuditModule:
 
 
 def export_graph(module: torch.nn.Module, path: Path, example: torch.Tensor | tuple, opset: int = DEFAULT_OPSET,
-                 input_names: tuple[str, ...] = ("image",), dynamic: dict[str, dict[int, str]] | None = None) -> list:
+                 input_names: tuple[str, ...] = ("image",), dynamic: dict[str, dict[int, str]] | None = None,
+                 optimize: bool = True) -> list:
     """Export with a dynamic batch (dim 0 of every input, one shared symbol); returns the output names (the fields
     of the module's NamedTuple output). ``dynamic`` names further dynamic dims, e.g. {"noise": {1: "samples"}}."""
     import onnx
@@ -54,7 +57,7 @@ def export_graph(module: torch.nn.Module, path: Path, example: torch.Tensor | tu
         try:
             torch.onnx.export(module, examples, str(path), dynamo=True, input_names=list(input_names),
                               output_names=output_names, dynamic_shapes=tuple(shapes), opset_version=opset,
-                              external_data=False, verbose=False)
+                              external_data=False, verbose=False, optimize=optimize)
         except Exception as exc:  # the exporter raises many types; the user needs the cause, not the stack
             raise ExportError(f"torch.onnx.export failed for {type(module).__name__}: {exc}") from exc
     return output_names
@@ -121,8 +124,24 @@ def versions() -> dict[str, str]:
 class ExportResult:
     folder: Path
     manifest: Manifest
-    parity: dict[str, float]
+    parity: dict[str, dict[str, float]]
     export_s: float
+    weights: dict | None = None
+
+
+@dataclass
+class GraphJob:
+    """One graph to export: its key in the manifest, the module, and how its inputs look."""
+
+    key: str
+    module: torch.nn.Module
+    kind: str
+    input_names: tuple[str, ...] = ("image",)
+    extra: dict | None = None
+
+    @property
+    def file(self) -> str:
+        return self.key.replace("+", "_plus") + ".onnx"
 
 
 def graph_opset(path: Path) -> int:
@@ -132,11 +151,25 @@ def graph_opset(path: Path) -> int:
     return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
-def export_artifact(checkpoint: Checkpoint, out_dir: str | Path, name: str | None = None,
-                    opset: int = DEFAULT_OPSET, check: bool = True) -> ExportResult:
-    """Export the audit graph of ``checkpoint`` into ``out_dir`` and, with ``check``, compare it with PyTorch.
+def attribution_jobs(audit: AuditModule, example: torch.Tensor, methods, params: dict) -> list[GraphJob]:
+    from auditor_rt.export.attribution import create_attribution
 
-    The manifest is written last, only after the graph passed its checks: a folder whose export failed never
+    jobs = []
+    for method in methods:
+        module = create_attribution(method, audit, example, **params.get(method, {}))
+        jobs.append(GraphJob(method, module, "attribution", ("image", *module.extra_inputs),
+                             {"method": method, "params": module.params(), "signed": module.signed,
+                              "map_output": module.map_output}))
+    return jobs
+
+
+def export_artifact(checkpoint: Checkpoint, out_dir: str | Path, name: str | None = None,
+                    opset: int = DEFAULT_OPSET, check: bool = True, attributions=(),
+                    attribution_params: dict | None = None) -> ExportResult:
+    """Export the audit graph (and one graph per attribution method) of ``checkpoint`` into ``out_dir``; with
+    ``check``, compare each with PyTorch. Large weights go to one shared ``weights.bin``.
+
+    The manifest is written last, only after every graph passed its checks: a folder whose export failed never
     looks like a usable artifact.
     """
     folder = Path(out_dir)
@@ -144,29 +177,53 @@ def export_artifact(checkpoint: Checkpoint, out_dir: str | Path, name: str | Non
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ExportError(f"cannot create the artifact folder {folder}: {exc.strerror}") from None
-    (folder / MANIFEST_NAME).unlink(missing_ok=True)  # the old manifest must not describe the new graph
+    (folder / MANIFEST_NAME).unlink(missing_ok=True)  # the old manifest must not describe the new graphs
     name = name or folder.name
-    module = build_audit_module(checkpoint)
+    audit = build_audit_module(checkpoint)
     height, width = checkpoint.input_size
     # Batch 2: tracing at batch 1 would specialise the batch dimension.
     example = torch.randint(0, 256, (2, height, width, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    path = folder / "audit.onnx"
-    start = time.perf_counter()
-    export_graph(module, path, example, opset)
-    export_s = time.perf_counter() - start
-    actual_opset = graph_opset(path)
-    if actual_opset != opset:
-        raise ExportError(f"asked for opset {opset} but the exporter wrote opset {actual_opset}; "
-                          f"use an opset it supports (e.g. {DEFAULT_OPSET})")
+    jobs = [GraphJob("audit", audit, "audit")]
+    jobs += attribution_jobs(audit, example, attributions, attribution_params or {})
+    document = artifact_document(checkpoint, audit, name)
 
+    start = time.perf_counter()
+    entries, parity = {}, {}
+    for job in jobs:
+        path = folder / job.file
+        examples = tuple(example if n != "noise" else torch.randn(2, 2, 3, height, width) for n in job.input_names)
+        export_graph(job.module, path, examples, opset, job.input_names, dynamic={"noise": {1: "samples"}})
+        actual_opset = graph_opset(path)
+        if actual_opset != opset:
+            raise ExportError(f"asked for opset {opset} but the exporter wrote opset {actual_opset}; "
+                              f"use an opset it supports (e.g. {DEFAULT_OPSET})")
+        inputs, outputs = tensor_specs(path)
+        write_metadata(path, graph_metadata(document, job, opset, inputs, outputs))
+        if check:
+            parity[job.key] = check_parity(job.module, path, inputs, outputs, (height, width))
+        entries[job.key] = (job, inputs, outputs)
+    export_s = time.perf_counter() - start
+    weights = share_initializers(folder, [job.file for job, _, _ in entries.values()])
+    document["data_files"] = {weights["file"]: sha256_file(folder / weights["file"])}
+    graphs = {key: GraphEntry(file=job.file, sha256=sha256_file(folder / job.file), kind=job.kind,
+                              inputs=tuple(inputs), outputs=tuple(outputs), opset=opset, extra=job.extra or {})
+              for key, (job, inputs, outputs) in entries.items()}
+    manifest = Manifest(name=name, preprocess=Preprocess.from_dict(document["preprocess"]),
+                        threshold=float(checkpoint.config["threshold"]), graphs=graphs, document=document)
+    manifest.write(folder)
+    return ExportResult(folder, manifest, parity, export_s, weights)
+
+
+def artifact_document(checkpoint: Checkpoint, audit: AuditModule, name: str) -> dict:
+    """The manifest's facts about the model, its preprocessing, its decision and where it came from."""
     cfg = checkpoint.config
-    preprocess = Preprocess(input_size=(height, width), mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))
-    document = {
+    preprocess = Preprocess(input_size=checkpoint.input_size, mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))
+    return {
         "schema_version": SCHEMA_VERSION,
         "name": name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": {"backbone": cfg["backbone"], "weights": cfg["weights"], "feature_channels": cfg["head"]["channels"],
-                  "feature_grid": list(module.features.grid)},
+                  "feature_grid": list(audit.features.grid)},
         "head": cfg["head"],
         "preprocess": preprocess.to_dict(),
         "decision": {"threshold": cfg["threshold"], "chosen_on": "validation", "criterion": "max balanced accuracy"},
@@ -174,48 +231,18 @@ def export_artifact(checkpoint: Checkpoint, out_dir: str | Path, name: str | Non
                      "data": cfg.get("data"), "counts": cfg.get("data_counts", {})},
         "versions": versions(),
     }
-    inputs, outputs = tensor_specs(path)
-    write_metadata(path, {
-        "auditor_rt.schema_version": str(SCHEMA_VERSION), "auditor_rt.graph": "audit",
-        "auditor_rt.backbone": cfg["backbone"], "auditor_rt.weights_sha256": str(cfg["weights"].get("sha256")),
-        "auditor_rt.preprocess": json.dumps(preprocess.to_dict()), "auditor_rt.threshold": str(cfg["threshold"]),
-        "auditor_rt.head": json.dumps(cfg["head"]),
-        # Everything the manifest says except digests (a file cannot hold its own): a lone .onnx describes itself.
-        "auditor_rt.manifest": json.dumps({**document, "graph": {"kind": "audit", "opset": opset,
-                                                                 "inputs": [t.to_dict() for t in inputs],
-                                                                 "outputs": [t.to_dict() for t in outputs]}}),
-    })
-    parity = check_parity(module, path, inputs, outputs) if check else {}
-    graph = GraphEntry(file=path.name, sha256=sha256_file(path), kind="audit", inputs=tuple(inputs),
-                       outputs=tuple(outputs), opset=opset)
-    manifest = Manifest(name=name, preprocess=preprocess, threshold=float(cfg["threshold"]),
-                        graphs={"audit": graph}, document=document)
-    manifest.write(folder)
-    return ExportResult(folder, manifest, parity, export_s)
 
 
-def check_parity(module: AuditModule, path: Path, inputs, outputs, batch: int = 3, seed: int = 1) -> dict[str, float]:
-    """Run the exported graph in ONNX Runtime (CPU) on new inputs at a new batch size and compare with PyTorch.
-
-    Returns the max abs error of each output, relative to that output's max magnitude for maps.
-    Raises ExportError past 1e-4 (logit and score: absolute; maps: relative to their scale).
-    """
-    from auditor_rt.runtime.runners.onnxruntime import OnnxRuntimeRunner
-
-    height, width = module.input_size
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
-    with torch.no_grad():
-        expected = module(torch.from_numpy(images))._asdict()
-    with OnnxRuntimeRunner(path, inputs, outputs, providers="cpu") as runner:
-        actual = runner.infer({"image": images})
-    errors = {}
-    for key, reference in expected.items():
-        reference = reference.numpy()
-        scale = 1.0 if key in ("logit", "score") else max(float(np.abs(reference).max()), 1e-12)
-        errors[key] = float(np.abs(actual[key] - reference).max() / scale)
-    failed = {k: v for k, v in errors.items() if v > 1e-4}
-    if failed:
-        raise ExportError(f"exported graph differs from PyTorch past 1e-4: {failed}; no manifest was written, "
-                          "so the folder is not a usable artifact")
-    return errors
+def graph_metadata(document: dict, job: GraphJob, opset: int, inputs, outputs) -> dict[str, str]:
+    """Key facts as ONNX metadata_props, plus the whole manifest but digests (a file cannot hold its own)."""
+    return {
+        "auditor_rt.schema_version": str(SCHEMA_VERSION), "auditor_rt.graph": job.key,
+        "auditor_rt.backbone": document["model"]["backbone"],
+        "auditor_rt.weights_sha256": str(document["model"]["weights"].get("sha256")),
+        "auditor_rt.preprocess": json.dumps(document["preprocess"]),
+        "auditor_rt.threshold": str(document["decision"]["threshold"]),
+        "auditor_rt.head": json.dumps(document["head"]),
+        "auditor_rt.manifest": json.dumps({**document, "graph": {
+            "key": job.key, "kind": job.kind, "opset": opset, **(job.extra or {}),
+            "inputs": [t.to_dict() for t in inputs], "outputs": [t.to_dict() for t in outputs]}}),
+    }

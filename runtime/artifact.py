@@ -45,8 +45,13 @@ class Artifact:
             raise ArtifactError(f"{self.folder}: no graph named {name!r} (the artifact has: {known})") from None
 
     def graph_path(self, name: str) -> Path:
+        """The graph's file, after its digest and those of the shared data files it reads have matched."""
         entry = self.graph(name)
         path = self.folder / entry.file
+        for data_file, digest in self.manifest.document.get("data_files", {}).items():
+            if data_file not in self._verified:
+                self._check_digest(self.folder / data_file, digest)
+                self._verified.add(data_file)
         if name not in self._verified:
             self._check_digest(path, entry.sha256)
             self._verified.add(name)

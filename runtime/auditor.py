@@ -13,6 +13,8 @@ import cv2
 import numpy as np
 
 from auditor_rt.runtime.artifact import Artifact
+from auditor_rt.runtime.errors import ConfigError
+from auditor_rt.runtime.explain import Explanation, attribution_methods, extra_feed, to_explanations
 from auditor_rt.runtime.imageio import ImageSource, decode_image, resize_image
 from auditor_rt.runtime.regions import Region, find_regions
 from auditor_rt.runtime.runners import create_runner
@@ -45,9 +47,12 @@ class AuditResult:
 
 
 class Auditor:
-    def __init__(self, artifact: Artifact, runner, batch_size: int = 8, region_threshold: float = 0.5):
+    def __init__(self, artifact: Artifact, runner, batch_size: int = 8, region_threshold: float = 0.5,
+                 runner_options: dict | None = None):
         self.artifact = artifact
         self.runner = runner
+        self._runner_options = runner_options or {}  # attribution graphs open lazily with the same backend
+        self._explainers: dict = {}
         self.batch_size = batch_size
         self.region_threshold = region_threshold
         self.input_size = artifact.manifest.preprocess.input_size
@@ -57,8 +62,9 @@ class Auditor:
     def load(cls, folder: str | Path, backend: str = "auto", providers=None, threads: int | None = None,
              batch_size: int = 8, region_threshold: float = 0.5) -> "Auditor":
         artifact = Artifact.load(folder)
-        runner = create_runner(artifact, "audit", backend=backend, providers=providers, threads=threads)
-        return cls(artifact, runner, batch_size=batch_size, region_threshold=region_threshold)
+        options = {"backend": backend, "providers": providers, "threads": threads}
+        runner = create_runner(artifact, "audit", **options)
+        return cls(artifact, runner, batch_size=batch_size, region_threshold=region_threshold, runner_options=options)
 
     def __enter__(self) -> "Auditor":
         return self
@@ -68,6 +74,8 @@ class Auditor:
 
     def close(self) -> None:
         self.runner.close()
+        for runner in self._explainers.values():
+            runner.close()
 
     def __call__(self, images: ImageSource | Sequence[ImageSource]) -> list[AuditResult]:
         """Audit paths, encoded buffers or RGB arrays. Raises ImageDecodeError on the first unreadable one."""
@@ -84,6 +92,32 @@ class Auditor:
             chunk = images[start:start + self.batch_size]
             outputs = self.run_batch(np.stack([resize_image(im, self.input_size) for im in chunk]))
             results.extend(self.postprocess(outputs, i, im.shape[:2]) for i, im in enumerate(chunk))
+        return results
+
+    def explain(self, images, method: str, noise_seed: int = 0, baselines=None) -> list[Explanation]:
+        """Attribution maps of ``method`` (an attribution graph of this artifact) for paths, buffers or RGB arrays.
+        SmoothGrad's noise comes from ``noise_seed``, so the same call gives the same maps."""
+        if isinstance(images, (str, Path, bytes, bytearray, memoryview)) or (
+                isinstance(images, np.ndarray) and images.ndim in (2, 3)):
+            images = [images]
+        return self.explain_arrays([decode_image(image) for image in images], method, noise_seed, baselines)
+
+    def explain_arrays(self, images, method: str, noise_seed: int = 0, baselines=None) -> list[Explanation]:
+        available = attribution_methods(self.artifact)
+        if method not in available:
+            raise ConfigError(f"the artifact has no {method!r} attribution graph (it has: {', '.join(available) or 'none'}); "
+                              f"re-export with --attribution {method}")
+        if method not in self._explainers:
+            self._explainers[method] = create_runner(self.artifact, method, **self._runner_options)
+        runner, entry = self._explainers[method], self.artifact.graph(method)
+        results = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start:start + self.batch_size]
+            batch = np.stack([resize_image(im, self.input_size) for im in chunk])
+            base = None if baselines is None else np.stack(
+                [resize_image(decode_image(b), self.input_size) for b in baselines[start:start + self.batch_size]])
+            outputs = runner.infer({"image": batch, **extra_feed(entry, batch, noise_seed + start, base)})
+            results.extend(to_explanations(method, entry, outputs, [im.shape[:2] for im in chunk]))
         return results
 
     def run_batch(self, batch: np.ndarray) -> dict[str, np.ndarray]:

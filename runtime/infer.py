@@ -11,7 +11,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from auditor_rt.runtime.auditor import AuditResult, Auditor
-from auditor_rt.runtime.errors import ImageDecodeError
+from auditor_rt.runtime.errors import ConfigError, ImageDecodeError
+from auditor_rt.runtime.explain import Explanation, attribution_methods
 from auditor_rt.runtime.imageio import decode_image
 from auditor_rt.runtime.sources import Item
 from auditor_rt.runtime.visualize import contact_sheet, draw_caption, draw_regions, letterbox, overlay, write_rgb
@@ -45,9 +46,15 @@ def caption_of(result: AuditResult, digits: int = 3) -> str:
 
 
 def run_inference(auditor: Auditor, items: Sequence[Item], folder: Path, save_overlays: bool = True,
-                  progress: Callable[[int], None] | None = None, keep_heatmaps: bool = False) -> InferSummary:
+                  progress: Callable[[int], None] | None = None, keep_heatmaps: bool = False,
+                  explain: str | None = None) -> InferSummary:
     """Audit ``items`` in batches. Every item yields exactly one JSONL record, ``ok`` or ``error``.
-    ``keep_heatmaps`` also keeps each heatmap in ``summary.heatmaps`` (by input index), for scoring."""
+    ``keep_heatmaps`` also keeps each heatmap in ``summary.heatmaps`` (by input index), for scoring.
+    ``explain`` names an attribution graph whose maps are added to the records and drawn as overlays."""
+    if explain and explain not in attribution_methods(auditor.artifact):
+        available = ", ".join(attribution_methods(auditor.artifact)) or "none"
+        raise ConfigError(f"--explain {explain}: the artifact has no such attribution graph (it has: {available}); "
+                          f"re-export with --attribution {explain}")
     summary = InferSummary(folder)
     overlay_dir = folder / "overlays"
     if save_overlays:
@@ -67,9 +74,14 @@ def run_inference(auditor: Auditor, items: Sequence[Item], folder: Path, save_ov
                         error = str(exc)
                 if error is not None:
                     chunk_records[index] = {"index": index, "source": item.source, "status": "error", "error": error}
-            results = auditor.audit_arrays([image for _, _, image in decoded]) if decoded else []
-            for (index, item, image), result in zip(decoded, results):
+            arrays = [image for _, _, image in decoded]
+            results = auditor.audit_arrays(arrays) if decoded else []
+            explanations = auditor.explain_arrays(arrays, explain, noise_seed=offset) if explain and decoded else []
+            for position, ((index, item, image), result) in enumerate(zip(decoded, results)):
                 record = {"index": index, "source": item.source, "status": "ok", **result.to_dict()}
+                if explanations:
+                    record["explain"] = write_explanation(folder, index, item, image, explanations[position],
+                                                          save_overlays)
                 if save_overlays:
                     picture = render_overlay(image, result)
                     name = overlay_dir / f"{index:05d}_{Path(item.source).stem}.jpg"
@@ -91,6 +103,24 @@ def run_inference(auditor: Auditor, items: Sequence[Item], folder: Path, save_ov
         write_rgb(folder / "contact_sheet.png", contact_sheet(thumbs, captions))
     (folder / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
     return summary
+
+
+def write_explanation(folder: Path, index: int, item: Item, image: np.ndarray, explanation: Explanation,
+                      save_overlay: bool) -> dict:
+    """The map as an overlay (red/blue for signed maps, TURBO for unsigned ones) and its record."""
+    record = explanation.to_dict()
+    if save_overlay:
+        folder = folder / f"explain_{explanation.method}"
+        folder.mkdir(exist_ok=True)
+        name = folder / f"{index:05d}_{Path(item.source).stem}.jpg"
+        values = explanation.map
+        if not explanation.signed:
+            low, high = float(values.min()), float(values.max())
+            values = (values - low) / max(high - low, 1e-12)
+        picture = overlay(image, values, alpha=0.55, signed=explanation.signed)
+        write_rgb(name, draw_caption(picture, explanation.method))
+        record["overlay"] = str(name)
+    return record
 
 
 def _write(handle, summary: InferSummary, record: dict) -> None:

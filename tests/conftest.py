@@ -54,3 +54,15 @@ def python_exe() -> str:
 def write_bytes(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+@pytest.fixture(scope="session")
+def explain_artifact_dir(checkpoint_dir, tmp_path_factory):
+    """The tiny checkpoint exported with attribution graphs (few IG steps, to stay quick)."""
+    from auditor_rt.export.checkpoint import load_checkpoint
+    from auditor_rt.export.onnx_export import export_artifact
+
+    result = export_artifact(load_checkpoint(checkpoint_dir), tmp_path_factory.mktemp("engines") / "explain",
+                             attributions=["saliency", "ig", "smoothgrad", "gradcam", "gradcam++"],
+                             attribution_params={"ig": {"steps": 4}, "smoothgrad": {"samples": 3}})
+    return result.folder

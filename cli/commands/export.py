@@ -7,11 +7,27 @@ import click
 @click.option("--name", default=None, help="Artifact name (default: the folder name).")
 @click.option("--opset", type=click.IntRange(min=17), default=18, show_default=True)
 @click.option("--check/--no-check", default=True, show_default=True,
-              help="Compare the exported graph with PyTorch in ONNX Runtime.")
-def command(checkpoint, out, name, opset, check):
-    """Export a trained CHECKPOINT folder to an artifact: audit.onnx and manifest.json."""
+              help="Compare every exported graph with PyTorch in ONNX Runtime.")
+@click.option("--attribution", "attributions", default="", metavar="METHODS",
+              help="Comma-separated attribution graphs to add: saliency, gradxinput, ig, smoothgrad, gradcam, "
+                   "gradcam++. Their gradients are computed inside the graph, for every input.")
+@click.option("--ig-steps", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Integrated gradients: quadrature points, run as one batch.")
+@click.option("--ig-baseline", type=click.Choice(["black", "blur", "input"]), default="black", show_default=True,
+              help="Integrated gradients: path start; 'input' adds a 'baseline' image input.")
+@click.option("--smoothgrad-noise", type=click.FloatRange(min=0), default=0.15, show_default=True,
+              help="SmoothGrad: noise level as a fraction of each image's value range (the noise is an input).")
+@click.option("--cam-stage", default=None, help="Grad-CAM stage: a timm feature_info index or module name "
+                                                "(default: the last).")
+def command(checkpoint, out, name, opset, check, attributions, ig_steps, ig_baseline, smoothgrad_noise, cam_stage):
+    """Export a trained CHECKPOINT folder to an artifact: audit.onnx, attribution graphs, weights.bin and
+    manifest.json."""
     from auditor_rt.cli.reporting import print_export
     from auditor_rt.export.checkpoint import load_checkpoint
     from auditor_rt.export.onnx_export import export_artifact
 
-    print_export(export_artifact(load_checkpoint(checkpoint), out, name=name, opset=opset, check=check))
+    methods = [m.strip() for m in attributions.split(",") if m.strip()]
+    params = {"ig": {"steps": ig_steps, "baseline": ig_baseline}, "smoothgrad": {"noise_level": smoothgrad_noise},
+              "gradcam": {"stage": cam_stage}, "gradcam++": {"stage": cam_stage}}
+    print_export(export_artifact(load_checkpoint(checkpoint), out, name=name, opset=opset, check=check,
+                                 attributions=methods, attribution_params=params))

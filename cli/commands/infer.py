@@ -15,9 +15,12 @@ from auditor_rt.cli.options import backend_options
 @click.option("--region-threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Heat level that outlines a region.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (records are in results.jsonl).")
+@click.option("--explain", default=None, metavar="METHOD",
+              help="Also run this attribution graph of the artifact (e.g. gradcam, ig) and save its maps as "
+                   "overlays: red/blue for signed maps, a sequential colormap for unsigned ones.")
 @backend_options
-def command(artifact, sources, out, batch, recursive, save_overlays, region_threshold, as_json, backend, providers,
-            threads):
+def command(artifact, sources, out, batch, recursive, save_overlays, region_threshold, as_json, explain, backend,
+            providers, threads):
     """Audit images with an exported ARTIFACT. SOURCES are image files, folders and globs."""
     import json
 
@@ -33,7 +36,8 @@ def command(artifact, sources, out, batch, recursive, save_overlays, region_thre
         folder = next_run_folder(out)
         with click.progressbar(length=len(items), label="auditing", file=click.get_text_stream("stderr"),
                                show_pos=True) as bar:
-            summary = run_inference(auditor, items, folder, save_overlays=save_overlays, progress=bar.update)
+            summary = run_inference(auditor, items, folder, save_overlays=save_overlays, progress=bar.update,
+                                    explain=explain)
     if as_json:
         click.echo(json.dumps(summary.to_dict()))
         if not summary.ok:

@@ -2,4 +2,10 @@
 
 PyTorch's autograd builds the joint forward+backward graph (``torch.func.grad`` traced by ``make_fx``); every aten
 ``*_backward`` op in it is then replaced by forward ops from a registry of vector-Jacobian rules (``rules.py``).
+Methods register themselves by name; importing this package registers them all.
 """
+
+from auditor_rt.export.attribution import cam, paths  # noqa: F401  (register gradcam, gradcam++, ig, smoothgrad)
+from auditor_rt.export.attribution.methods import ATTRIBUTIONS, create_attribution, register_attribution
+
+__all__ = ["ATTRIBUTIONS", "create_attribution", "register_attribution"]

@@ -69,6 +69,8 @@ def _as_grid(tensor: torch.Tensor, prefix_tokens: int) -> torch.Tensor:
 class GradCam(Attribution):
     """ReLU of the activation weighted by its spatially averaged gradient (Selvaraju et al.)."""
 
+    map_output = "cam"
+
     def __init__(self, audit: AuditModule, example: torch.Tensor, stage: str | int | None = None):
         torch.nn.Module.__init__(self)
         self.normalize, self.input_size = audit.normalize, audit.input_size

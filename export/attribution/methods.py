@@ -57,6 +57,7 @@ class Attribution(nn.Module):
 
     method = "base"
     signed = False
+    map_output = ""  # the output that holds the map to show
     extra_inputs: tuple[str, ...] = ()
 
     def __init__(self, audit: AuditModule, example: torch.Tensor):
@@ -84,6 +85,8 @@ class SaliencyOutputs(NamedTuple):
 
 @register_attribution("saliency")
 class Saliency(Attribution):
+    map_output = "saliency"
+
     def explain(self, x):
         grad, logit = self.gradient(x)
         return SaliencyOutputs(logit, grad.abs().amax(dim=1), grad.sum(dim=1))
@@ -97,6 +100,7 @@ class GradientInputOutputs(NamedTuple):
 @register_attribution("gradxinput")
 class GradientTimesInput(Attribution):
     signed = True
+    map_output = "grad_x_input"
 
     def explain(self, x):
         grad, logit = self.gradient(x)

@@ -39,6 +39,7 @@ class IntegratedGradients(Attribution):
     The path points, plus both end points for the delta, run as one batch of N * (steps + 2)."""
 
     signed = True
+    map_output = "ig"
 
     def __init__(self, audit, example, steps: int = 32, baseline: str = "black", blur_sigma: float = 8.0):
         if baseline not in BASELINES:
@@ -93,6 +94,7 @@ class SmoothGrad(Attribution):
     normal values, scaled by ``noise_level`` x (max - min) of each normalised image (Smilkov et al.)."""
 
     extra_inputs = ("noise",)
+    map_output = "smoothgrad"
 
     def __init__(self, audit, example, samples: int = 16, noise_level: float = 0.15):
         super().__init__(audit, example)

@@ -217,3 +217,22 @@ def test_full_size_demo_localises(tmp_path):
     summary = json.loads((tmp_path / "runs" / "run-001" / "summary.json").read_text())
     assert summary["test"]["auroc"] > 0.7
     assert summary["test"]["pointing_game"] > 0.35  # chance (a random peak inside the box) is about 0.04
+
+
+def test_export_with_attributions_and_infer_with_explain(checkpoint_dir, image_folder, tmp_path):
+    art = tmp_path / "art"
+    result = invoke("export", checkpoint_dir, "-o", art, "--attribution", "gradcam,ig", "--ig-steps", 3)
+    assert result.exit_code == 0, result.output
+    assert "parity with PyTorch, ig" in result.output and "weights.bin" in result.output
+    result = invoke("infer", art, image_folder, "-o", tmp_path / "runs", "--explain", "ig")
+    assert result.exit_code == 0, result.output
+    rows = [r for r in records(tmp_path / "runs" / "run-001") if r["status"] == "ok"]
+    assert rows and all(r["explain"]["method"] == "ig" and "delta" in r["explain"] for r in rows)
+    assert all(Path(r["explain"]["overlay"]).is_file() for r in rows)
+    missing = invoke("infer", art, image_folder, "-o", tmp_path / "runs", "--explain", "smoothgrad")
+    assert_clean_error(missing, "smoothgrad", "gradcam")
+
+
+def test_export_rejects_an_unknown_method(checkpoint_dir, tmp_path):
+    result = invoke("export", checkpoint_dir, "-o", tmp_path / "art", "--attribution", "lime")
+    assert_clean_error(result, "unknown attribution method", "lime")

@@ -1,0 +1,59 @@
+"""Attribution maps from an artifact's attribution graphs: ``Auditor.explain(images, method="ig")``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from auditor_rt.runtime.errors import ConfigError
+
+
+@dataclass
+class Explanation:
+    """One image's attribution map, at the original image size. ``signed`` maps keep their sign (positive is
+    evidence for risk); unsigned ones are in [0, 1]. ``extras`` holds scalar outputs such as IG's ``delta``."""
+
+    method: str
+    map: np.ndarray
+    signed: bool
+    logit: float
+    extras: dict
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "signed": self.signed, "logit": round(self.logit, 6),
+                **{k: round(float(v), 6) for k, v in self.extras.items()}}
+
+
+def attribution_methods(artifact) -> list[str]:
+    return [key for key, g in artifact.manifest.graphs.items() if g.kind == "attribution"]
+
+
+def extra_feed(entry, batch: np.ndarray, noise_seed: int, baselines: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The inputs a method takes beside the images: SmoothGrad's noise (seeded, so runs repeat) or IG's baseline."""
+    feed = {}
+    names = [spec.name for spec in entry.inputs]
+    if "noise" in names:
+        samples = int(entry.extra.get("params", {}).get("samples", 16))
+        rng = np.random.default_rng(noise_seed)
+        feed["noise"] = rng.standard_normal((len(batch), samples, 3, *batch.shape[1:3])).astype(np.float32)
+    if "baseline" in names:
+        if baselines is None:
+            raise ConfigError("this integrated-gradients graph takes a baseline image per input: pass baselines=")
+        feed["baseline"] = baselines
+    return feed
+
+
+def to_explanations(method: str, entry, outputs: dict, sizes: list[tuple[int, int]]) -> list[Explanation]:
+    map_name = entry.extra.get("map_output")
+    signed = bool(entry.extra.get("signed"))
+    scalars = [s.name for s in entry.outputs if len(s.shape) == 1 and s.name != "logit"]
+    explanations = []
+    for i, (height, width) in enumerate(sizes):
+        values = outputs[map_name][i]
+        if values.shape != (height, width):
+            values = cv2.resize(values, (width, height), interpolation=cv2.INTER_LINEAR)
+        explanations.append(Explanation(method, values, signed, float(outputs["logit"][i]),
+                                        {name: float(outputs[name][i]) for name in scalars}))
+    return explanations
