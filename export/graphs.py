@@ -40,6 +40,12 @@ class AuditModule(nn.Module):
         self.normalize, self.features, self.head = normalize, features, head
         self.input_size = tuple(input_size)
 
+    takes_target = False
+
+    def score(self, x: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+        """What attribution differentiates: the risk logit of normalised NCHW input (there is no class target)."""
+        return self.head(self.features(x)).logit
+
     def forward(self, image: torch.Tensor) -> AuditOutputs:
         out = self.head(self.features(self.normalize(image)))
         return AuditOutputs(out.logit, torch.sigmoid(out.logit), out.risk_map,

@@ -41,22 +41,23 @@ def export_graph(module: torch.nn.Module, path: Path, example: torch.Tensor | tu
     import onnx
 
     examples = example if isinstance(example, tuple) else (example,)
+    inputs = dict(zip(input_names, examples))  # passed by name: each graph takes only the inputs it names
     with torch.no_grad():
-        output_names = list(module(*examples)._fields)
+        output_names = list(module(**inputs)._fields)
     if opset > onnx.defs.onnx_opset_version():
         raise ExportError(f"opset {opset} is newer than this onnx package knows ({onnx.defs.onnx_opset_version()}); "
                           f"use {DEFAULT_OPSET}")
     symbols = {"batch": torch.export.Dim("batch", min=1, max=4096)}
-    shapes = []
+    shapes = {}
     for name in input_names:
         dims = {0: "batch", **(dynamic or {}).get(name, {})}
-        shapes.append({axis: symbols.setdefault(symbol, torch.export.Dim(symbol, min=1, max=4096))
-                       for axis, symbol in dims.items()})
+        shapes[name] = {axis: symbols.setdefault(symbol, torch.export.Dim(symbol, min=1, max=4096))
+                        for axis, symbol in dims.items()}
     with warnings.catch_warnings(), _quiet_loggers("onnxscript", "torch.onnx", "torch.export"):
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(module, examples, str(path), dynamo=True, input_names=list(input_names),
-                              output_names=output_names, dynamic_shapes=tuple(shapes), opset_version=opset,
+            torch.onnx.export(module, (), str(path), kwargs=inputs, dynamo=True, input_names=list(input_names),
+                              output_names=output_names, dynamic_shapes=shapes, opset_version=opset,
                               external_data=False, verbose=False, optimize=optimize)
         except Exception as exc:  # the exporter raises many types; the user needs the cause, not the stack
             raise ExportError(f"torch.onnx.export failed for {type(module).__name__}: {exc}") from exc
@@ -144,6 +145,16 @@ class GraphJob:
         return self.key.replace("+", "_plus") + ".onnx"
 
 
+def example_input(name: str, image: torch.Tensor) -> torch.Tensor:
+    """A traced example for each graph input name."""
+    batch, height, width = image.shape[:3]
+    if name == "noise":
+        return torch.randn(batch, 2, 3, height, width)
+    if name == "target":
+        return torch.zeros(batch, dtype=torch.int64)
+    return image  # image and baseline
+
+
 def graph_opset(path: Path) -> int:
     import onnx
 
@@ -191,7 +202,7 @@ def export_artifact(checkpoint: Checkpoint, out_dir: str | Path, name: str | Non
     entries, parity = {}, {}
     for job in jobs:
         path = folder / job.file
-        examples = tuple(example if n != "noise" else torch.randn(2, 2, 3, height, width) for n in job.input_names)
+        examples = tuple(example_input(name, example) for name in job.input_names)
         export_graph(job.module, path, examples, opset, job.input_names, dynamic={"noise": {1: "samples"}})
         actual_opset = graph_opset(path)
         if actual_opset != opset:

@@ -19,7 +19,9 @@ def random_feed(inputs, input_size: tuple[int, int], batch: int, seed: int) -> d
     rng = np.random.default_rng(seed)
     feed = {}
     for spec in inputs:
-        if spec.dtype == "uint8":
+        if spec.name == "target":
+            feed[spec.name] = np.full(batch, -1, dtype=np.int64)  # the predicted class
+        elif spec.dtype == "uint8":
             feed[spec.name] = rng.integers(0, 256, (batch, *input_size, 3), dtype=np.uint8)
         else:
             shape = [batch] + [d if isinstance(d, int) else 2 for d in spec.shape[1:]]
@@ -35,7 +37,7 @@ def check_parity(module: torch.nn.Module, path: Path, inputs, outputs, input_siz
 
     feed = random_feed(inputs, input_size, batch, seed)
     with torch.no_grad():
-        expected = module(*(torch.from_numpy(feed[spec.name]) for spec in inputs))._asdict()
+        expected = module(**{spec.name: torch.from_numpy(feed[spec.name]) for spec in inputs})._asdict()
     with OnnxRuntimeRunner(path, inputs, outputs, providers="cpu") as runner:
         actual = runner.infer(feed)
     logit_scale = float(np.abs(expected["logit"].numpy()).max()) if "logit" in expected else 1.0

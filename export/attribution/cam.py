@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from auditor_rt.export.attribution.compiler import compile_gradient
-from auditor_rt.export.attribution.methods import Attribution, normalize_per_image, register_attribution
+from auditor_rt.export.attribution.methods import (Attribution, example_target, normalize_per_image,
+                                                  register_attribution)
 from auditor_rt.export.graphs import AuditModule
 from auditor_rt.runtime.errors import ConfigError
 
@@ -73,7 +74,7 @@ class GradCam(Attribution):
 
     def __init__(self, audit: AuditModule, example: torch.Tensor, stage: str | int | None = None):
         torch.nn.Module.__init__(self)
-        self.normalize, self.input_size = audit.normalize, audit.input_size
+        self.setup(audit)
         self.stage, module = _stage_module(audit, stage)
         self.prefix_tokens = audit.features.num_prefix_tokens
         probe = _Probe()
@@ -84,18 +85,19 @@ class GradCam(Attribution):
                 audit.features(x)
                 shape = tuple(probe.activation.shape[1:])
 
-            def gradient(x):
+            def gradient(x, target):
                 def objective(value):
                     probe.value = value
-                    logit = audit.head(audit.features(x)).logit
+                    score = audit.score(x, target)
                     probe.value = None
-                    return logit.sum(), (logit, probe.activation)
+                    return score.sum(), (score, probe.activation)
 
                 zeros = x.new_zeros((x.shape[0], *shape))
-                grad, (logit, activation) = torch.func.grad(objective, has_aux=True)(zeros)
-                return grad, activation, logit
+                grad, (score, activation) = torch.func.grad(objective, has_aux=True)(zeros)
+                return grad, activation, score
 
-            self.gradient = compile_gradient(gradient, x)
+            traced = gradient if self.takes_target else (lambda x: gradient(x, None))
+            self.compiled = compile_gradient(traced, x, *example_target(audit, len(x)))
         finally:
             handle.remove()
 
@@ -105,8 +107,8 @@ class GradCam(Attribution):
     def weights(self, activation: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         return grad.mean(dim=(2, 3), keepdim=True)
 
-    def explain(self, x):
-        grad, activation, logit = self.gradient(x)
+    def explain(self, x, target=None, noise=None, baseline=None):
+        grad, activation, logit = self.gradient(x, target)
         activation, grad = _as_grid(activation, self.prefix_tokens), _as_grid(grad, self.prefix_tokens)
         raw = F.relu((self.weights(activation, grad) * activation).sum(dim=1))
         cam = F.interpolate(raw[:, None], size=self.input_size, mode="bilinear", align_corners=False)[:, 0]

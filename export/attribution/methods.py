@@ -43,13 +43,26 @@ def normalize_per_image(maps: torch.Tensor) -> torch.Tensor:
     return (maps - low) / (high - low).clamp_min(1e-12)
 
 
-def input_gradient_fn(audit: AuditModule):
-    """x (normalised NCHW) -> (d sum(logit) / dx, logit): each sample's own gradient, as samples are independent."""
+def input_gradient_fn(model):
+    """x (normalised NCHW) [, target] -> (d sum(score) / dx, score): each sample's own gradient, as samples are
+    independent. ``score`` is the risk logit, or for a classifier the logit of each sample's target class."""
+    if model.takes_target:
+        def objective(x, target):
+            score = model.score(x, target)
+            return score.sum(), score
+
+        return lambda x, target: torch.func.grad(objective, has_aux=True)(x, target)
+
     def objective(x):
-        logit = audit.head(audit.features(x)).logit
-        return logit.sum(), logit
+        score = model.score(x)
+        return score.sum(), score
 
     return lambda x: torch.func.grad(objective, has_aux=True)(x)
+
+
+def example_target(model, batch: int) -> tuple:
+    """The traced example of the target input, if the model takes one."""
+    return (torch.zeros(batch, dtype=torch.int64),) if model.takes_target else ()
 
 
 class Attribution(nn.Module):
@@ -62,15 +75,31 @@ class Attribution(nn.Module):
 
     def __init__(self, audit: AuditModule, example: torch.Tensor):
         super().__init__()
-        self.normalize = audit.normalize
-        self.input_size = audit.input_size
+        self.setup(audit)
         with torch.no_grad():
-            self.gradient = compile_gradient(input_gradient_fn(audit), self.normalize(example))
+            x = self.normalize(example)
+            self.compiled = compile_gradient(input_gradient_fn(audit), x, *example_target(audit, len(x)))
 
-    def forward(self, image: torch.Tensor):
-        return self.explain(self.normalize(image))
+    def setup(self, model) -> None:
+        self.normalize, self.input_size, self.takes_target = model.normalize, model.input_size, model.takes_target
+        self.model = model
+        if self.takes_target:
+            self.extra_inputs = (*self.extra_inputs, "target")
 
-    def explain(self, x: torch.Tensor):
+    def gradient(self, x: torch.Tensor, target: torch.Tensor | None):
+        return self.compiled(x, target) if self.takes_target else self.compiled(x)
+
+    def forward(self, image: torch.Tensor, noise=None, baseline=None, target=None):
+        """Inputs by name, so every graph takes ``image`` plus only the inputs its method needs."""
+        x = self.normalize(image)
+        if self.takes_target:
+            with torch.no_grad():  # -1 is the predicted class, fixed before any path or noise is added
+                from auditor_rt.export.classifier import resolve_target
+
+                target = resolve_target(self.model.logits(x), target)
+        return self.explain(x, target=target, noise=noise, baseline=baseline)
+
+    def explain(self, x: torch.Tensor, target=None, noise=None, baseline=None):
         raise NotImplementedError(f"{type(self).__name__} must implement explain()")
 
     def params(self) -> dict:
@@ -87,8 +116,8 @@ class SaliencyOutputs(NamedTuple):
 class Saliency(Attribution):
     map_output = "saliency"
 
-    def explain(self, x):
-        grad, logit = self.gradient(x)
+    def explain(self, x, target=None, noise=None, baseline=None):
+        grad, logit = self.gradient(x, target)
         return SaliencyOutputs(logit, grad.abs().amax(dim=1), grad.sum(dim=1))
 
 
@@ -102,6 +131,6 @@ class GradientTimesInput(Attribution):
     signed = True
     map_output = "grad_x_input"
 
-    def explain(self, x):
-        grad, logit = self.gradient(x)
+    def explain(self, x, target=None, noise=None, baseline=None):
+        grad, logit = self.gradient(x, target)
         return GradientInputOutputs(logit, (grad * x).sum(dim=1))

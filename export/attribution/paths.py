@@ -46,9 +46,9 @@ class IntegratedGradients(Attribution):
             raise ConfigError(f"unknown IG baseline {baseline!r}; choose from {', '.join(BASELINES)}")
         if steps < 1:
             raise ConfigError(f"--ig-steps must be at least 1, got {steps}")
+        self.extra_inputs = ("baseline",) if baseline == "input" else ()
         super().__init__(audit, example)
         self.steps, self.baseline, self.blur_sigma = steps, baseline, blur_sigma
-        self.extra_inputs = ("baseline",) if baseline == "input" else ()
         nodes, weights = np.polynomial.legendre.leggauss(steps)
         alphas = np.concatenate([(nodes + 1) / 2, [1.0, 0.0]])  # quadrature points, then image and baseline
         self.register_buffer("alphas", torch.tensor(alphas, dtype=torch.float32))
@@ -59,23 +59,22 @@ class IntegratedGradients(Attribution):
         return {"steps": self.steps, "baseline": self.baseline, "blur_sigma": self.blur_sigma,
                 "rule": "gauss-legendre"}
 
-    def forward(self, image, baseline_image=None):
-        x = self.normalize(image)
+    def reference(self, x, baseline):
         if self.baseline == "input":
-            if baseline_image is None:
+            if baseline is None:
                 raise ConfigError("this IG graph takes a 'baseline' image input")
-            reference = self.normalize(baseline_image)
-        elif self.baseline == "blur":
-            reference = gaussian_blur(x, self.blur_sigma)
-        else:
-            reference = self.black.expand_as(x)
-        return self.explain(x, reference)
+            return self.normalize(baseline)
+        if self.baseline == "blur":
+            return gaussian_blur(x, self.blur_sigma)
+        return self.black.expand_as(x)
 
-    def explain(self, x, reference):
+    def explain(self, x, target=None, noise=None, baseline=None):
         n, points = x.shape[0], self.alphas.shape[0]
+        reference = self.reference(x, baseline)
         difference = x - reference
         path = reference[:, None] + self.alphas.view(1, -1, 1, 1, 1) * difference[:, None]
-        grads, logits = self.gradient(path.reshape(n * points, *x.shape[1:]))
+        path_target = None if target is None else target.repeat_interleave(points)
+        grads, logits = self.gradient(path.reshape(n * points, *x.shape[1:]), path_target)
         grads = grads.reshape(n, points, *x.shape[1:])[:, : self.steps]
         logits = logits.reshape(n, points)
         attribution = (grads * self.weights.view(1, -1, 1, 1, 1)).sum(dim=1) * difference
@@ -103,13 +102,13 @@ class SmoothGrad(Attribution):
     def params(self) -> dict:
         return {"samples": self.samples, "noise_level": self.noise_level, "noise": "unit normal, an input"}
 
-    def forward(self, image, noise):
-        return self.explain(self.normalize(image), noise)
-
-    def explain(self, x, noise):
+    def explain(self, x, target=None, noise=None, baseline=None):
+        if noise is None:
+            raise ConfigError("this SmoothGrad graph takes a 'noise' input")
         n = x.shape[0]
         spread = (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3))).view(n, 1, 1, 1, 1)
         noisy = torch.cat([x[:, None], x[:, None] + self.noise_level * spread * noise], dim=1)
-        grads, logits = self.gradient(noisy.reshape(-1, *x.shape[1:]))
+        noisy_target = None if target is None else target.repeat_interleave(noisy.shape[1])
+        grads, logits = self.gradient(noisy.reshape(-1, *x.shape[1:]), noisy_target)
         grads = grads.reshape(n, -1, *x.shape[1:])[:, 1:]
         return SmoothGradOutputs(logits.reshape(n, -1)[:, 0], grads.abs().mean(dim=1).amax(dim=1))

@@ -7,13 +7,14 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-import torch.nn.functional as F
 
 import auditor_rt.export.attribution.cam  # noqa: F401  (registers gradcam, gradcam++)
 import auditor_rt.export.attribution.paths  # noqa: F401  (registers ig, smoothgrad)
 from auditor_rt.export.attribution.methods import create_attribution
 from auditor_rt.export.checkpoint import load_checkpoint
 from auditor_rt.export.onnx_export import build_audit_module, export_graph
+
+from autograd_reference import autograd_reference
 
 CASES = {
     "saliency": ("saliency", {}),
@@ -45,70 +46,16 @@ def sessions(audit, tmp_path_factory):
     return built
 
 
+def reference(case, module, audit, x, noise):
+    return autograd_reference(CASES[case][0], module, audit, x, noise)
+
+
 def run(session, feed) -> dict[str, np.ndarray]:
     return dict(zip([o.name for o in session.get_outputs()], session.run(None, feed)))
 
 
 def images(audit, seed: int, n: int = 3) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, *audit.input_size, 3), dtype=np.uint8)
-
-
-def input_grad(audit, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    x = x.detach().requires_grad_(True)
-    logit = audit.head(audit.features(x)).logit
-    grad, = torch.autograd.grad(logit.sum(), x)
-    return grad, logit.detach()
-
-
-def stage_grad(audit, x: torch.Tensor, stage_name: str):
-    captured = {}
-
-    def hook(module, inputs, output):
-        output.retain_grad()
-        captured["activation"] = output
-
-    handle = audit.features.model.get_submodule(stage_name).register_forward_hook(hook)
-    try:
-        audit.head(audit.features(x.detach().requires_grad_(True))).logit.sum().backward()
-    finally:
-        handle.remove()
-    return captured["activation"].detach(), captured["activation"].grad
-
-
-def reference(case: str, module, audit, x: torch.Tensor, noise: torch.Tensor | None) -> dict[str, torch.Tensor]:
-    method = CASES[case][0]
-    if method == "saliency":
-        grad, logit = input_grad(audit, x)
-        return {"logit": logit, "saliency": grad.abs().amax(1), "gradient": grad.sum(1)}
-    if method == "ig":
-        if module.baseline == "blur":
-            from auditor_rt.export.attribution.paths import gaussian_blur
-
-            base = gaussian_blur(x, module.blur_sigma)
-        else:
-            base = audit.normalize(torch.zeros(1, 1, 1, 3, dtype=torch.uint8)).expand_as(x)
-        nodes, weights = np.polynomial.legendre.leggauss(module.steps)
-        total = torch.zeros_like(x)
-        for node, weight in zip(nodes, weights):
-            grad, _ = input_grad(audit, base + (node + 1) / 2 * (x - base))
-            total += weight / 2 * grad
-        attribution = total * (x - base)
-        _, logit = input_grad(audit, x)
-        _, logit_base = input_grad(audit, base)
-        return {"logit": logit, "ig": attribution.sum(1), "delta": attribution.sum((1, 2, 3)) - (logit - logit_base)}
-    if method == "smoothgrad":
-        spread = (x.amax((1, 2, 3)) - x.amin((1, 2, 3))).view(-1, 1, 1, 1)
-        grads = [input_grad(audit, x + module.noise_level * spread * noise[:, s])[0].abs() for s in range(noise.shape[1])]
-        return {"logit": input_grad(audit, x)[1], "smoothgrad": torch.stack(grads).mean(0).amax(1)}
-    activation, grad = stage_grad(audit, x, module.stage)
-    if method == "gradcam":
-        weights = grad.mean((2, 3), keepdim=True)
-    else:
-        squared, cubed = grad.pow(2), grad.pow(3)
-        alpha = squared / (2 * squared + activation.sum((2, 3), keepdim=True) * cubed)
-        alpha = torch.where(grad != 0, alpha, torch.zeros_like(alpha))
-        weights = (alpha * F.relu(grad)).sum((2, 3), keepdim=True)
-    return {"cam_raw": F.relu((weights * activation).sum(1))}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -1,0 +1,46 @@
+"""A plain timm classifier with its own head, as the model being audited: the class to explain is an input."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from auditor_rt.export.backbone import FeatureExtractor, Normalize
+
+
+class ClassifyOutputs(NamedTuple):
+    logits: torch.Tensor   # [N, K]
+    probs: torch.Tensor    # [N, K] softmax
+    top_class: torch.Tensor  # [N] int64
+
+
+def resolve_target(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """A target of -1 means the predicted class."""
+    return torch.where(target < 0, logits.argmax(dim=1), target)
+
+
+class ClassifierModule(nn.Module):
+    """uint8 NHWC images -> logits, probabilities and the top class. ``score(x, target)`` is the logit of the class
+    to explain, which is what every attribution method differentiates."""
+
+    takes_target = True
+
+    def __init__(self, normalize: Normalize, model: nn.Module, input_size: tuple[int, int]):
+        super().__init__()
+        self.normalize = normalize
+        self.features = FeatureExtractor(model, input_size)  # .model is the whole classifier; stages for Grad-CAM
+        self.input_size = tuple(input_size)
+        self.num_classes = int(model.num_classes)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features.model(x)
+
+    def score(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = self.logits(x)
+        return logits.gather(1, resolve_target(logits, target)[:, None])[:, 0]
+
+    def forward(self, image: torch.Tensor) -> ClassifyOutputs:
+        logits = self.logits(self.normalize(image))
+        return ClassifyOutputs(logits, logits.softmax(dim=1), logits.argmax(dim=1))
