@@ -29,8 +29,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _attribution_refs import (EAGER_TOOL, HEAD_ONLY, METHODS, comparable_maps, eager_runners,  # noqa: E402
                                logit_model, normalized_input, ort_attribution_runner, ort_session_for,
@@ -64,7 +62,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "torch: as torch ships (spinning; collapses when another process holds a core)")
     parser.add_argument("--no-per-image", dest="per_image", action="store_false",
                         help="run IG and SmoothGrad at batch > 1 as one ORT call: IG at batch 8 then holds 272 "
-                             "images' activations (about 12 GB on the first call and 25 GB from the second, extrapolated from batches 1 and 2)")
+                             "images' activations (about 12 GB on the first call and 25 GB from the second, "
+                             "extrapolated from batches 1 and 2)")
     parser.add_argument("--no-mem-pattern", action="store_true",
                         help="ORT sessions with enable_mem_pattern=False (the product keeps the default, True)")
     parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-RSS probes")
@@ -229,14 +228,18 @@ def main(argv=None) -> dict:
         graphs = export_graphs(audit, folder, args)
         print(f"export (dynamo, opset 18) + share_initializers: {time.perf_counter() - start:.0f} s")
         for method in args.methods:
-            print(f"  {method:<11} {graphs['params'][method]}: standalone {graphs['standalone_mb'][method]:.1f} MB, "
-                  f"with shared weights {(folder / f'{method}.onnx').stat().st_size / 2**20:.2f} MB")
+            shared_mb = (folder / f"{method}.onnx").stat().st_size / 2**20
+            print(f"  {method:<11} {graphs['params'][method] or '(no parameters)'}: standalone "
+                  f"{graphs['standalone_mb'][method]:.1f} MB, with shared weights {shared_mb:.2f} MB")
         weights = graphs["weights"]
         print(f"  {weights['file']}: {weights['bytes'] / 2**20:.1f} MB ({weights['tensors']} tensors; "
               f"{weights['saved_bytes'] / 2**20:.1f} MB of duplicates stored once)")
 
-        print("\ntiming (IG and SmoothGrad at batch > 1: " + (
-            "ORT one call per image, Captum in chunks of the same size)" if args.per_image else "one ORT call)"))
+        print(f"\ntiming. Captum IG: n_steps={args.steps}, gausslegendre, internal_batch_size={args.steps}, black "
+              f"baseline; NoiseTunnel: nt_samples={args.samples}, stdevs={args.noise_level} x (max - min) of the "
+              f"normalised image, the same unit-normal draws as the ORT graph's noise input. IG and SmoothGrad at "
+              f"batch > 1: " + ("ORT one call per image, Captum in chunks of the same size" if args.per_image
+                                else "one ORT call"))
         model = logit_model(audit)
         timings, parity = {}, {}
         with OutsideLoad() as outside:

@@ -88,11 +88,11 @@ def create_backbone(name: str, weights: str | None = AUTO) -> tuple[nn.Module, W
     except RuntimeError as exc:
         raise ConfigError(f"unknown timm backbone {name!r} ({exc}); see `timm.list_models()`") from None
     weights = weights or AUTO
-    cached = _hf_cache_file(model) if weights == AUTO else None
+    cached = hf_cache_file(model) if weights == AUTO else None
     if weights not in (AUTO, RANDOM):
-        info = _load_file(model, Path(weights))
+        info = load_weights_file(model, Path(weights))
     elif cached is not None:
-        info = _load_file(model, cached)  # recorded as a file with its digest, like --weights
+        info = load_weights_file(model, cached)  # recorded as a file with its digest, like --weights
     else:
         info = WeightsInfo(RANDOM, None)
         why = ("--weights random was asked for" if weights == RANDOM else
@@ -103,7 +103,7 @@ def create_backbone(name: str, weights: str | None = AUTO) -> tuple[nn.Module, W
     return model, info
 
 
-def _load_file(model: nn.Module, path: Path) -> WeightsInfo:
+def load_weights_file(model: nn.Module, path: Path, require_head: bool = False) -> WeightsInfo:
     if not path.is_file():
         raise ConfigError(f"--weights {path}: no such file")
     try:
@@ -128,7 +128,7 @@ def _load_file(model: nn.Module, path: Path) -> WeightsInfo:
         detail = str(exc).strip().splitlines()[-1].strip()
         raise ConfigError(f"--weights {path}: tensors do not fit this backbone ({detail}); is this file for the "
                           "same --backbone? (missing or mismatched tensors)") from None
-    missing = [k for k in result.missing_keys if not k.startswith(("fc.", "head", "classifier"))]
+    missing = [k for k in result.missing_keys if require_head or not k.startswith(("fc.", "head", "classifier"))]
     if missing:
         raise ConfigError(
             f"--weights {path}: {len(missing)} backbone tensors are missing (first: {missing[:3]}); "
@@ -137,7 +137,7 @@ def _load_file(model: nn.Module, path: Path) -> WeightsInfo:
     return WeightsInfo(str(path.resolve()), sha256_file(path))
 
 
-def _hf_cache_file(model: nn.Module) -> Path | None:
+def hf_cache_file(model: nn.Module) -> Path | None:
     """The model's pretrained weights file if the Hugging Face cache already holds it; never touches the network."""
     repo = (getattr(model, "pretrained_cfg", {}) or {}).get("hf_hub_id")
     if not repo:

@@ -38,8 +38,11 @@ class ClassifierModule(nn.Module):
         return self.features.model(x)
 
     def score(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # A one-hot mask rather than gather + select: its gradient is a plain product, where select's backward
+        # leaves an as_strided scatter that ONNX cannot express.
         logits = self.logits(x)
-        return logits.gather(1, resolve_target(logits, target)[:, None])[:, 0]
+        mask = torch.nn.functional.one_hot(resolve_target(logits, target), logits.shape[1]).to(logits.dtype)
+        return (logits * mask).sum(dim=1)
 
     def forward(self, image: torch.Tensor) -> ClassifyOutputs:
         logits = self.logits(self.normalize(image))

@@ -149,7 +149,7 @@ def example_input(name: str, image: torch.Tensor) -> torch.Tensor:
     """A traced example for each graph input name."""
     batch, height, width = image.shape[:3]
     if name == "noise":
-        return torch.randn(batch, 2, 3, height, width)
+        return torch.randn(batch, 3, 3, height, width)  # 3 samples: a size equal to the batch could be unified with it
     if name == "target":
         return torch.zeros(batch, dtype=torch.int64)
     return image  # image and baseline
@@ -170,34 +170,44 @@ def attribution_jobs(audit: AuditModule, example: torch.Tensor, methods, params:
         module = create_attribution(method, audit, example, **params.get(method, {}))
         jobs.append(GraphJob(method, module, "attribution", ("image", *module.extra_inputs),
                              {"method": method, "params": module.params(), "signed": module.signed,
-                              "map_output": module.map_output}))
+                              "map_output": module.map_output,
+                              "raw_output": module.raw_output or module.map_output}))
     return jobs
 
 
-def export_artifact(checkpoint: Checkpoint, out_dir: str | Path, name: str | None = None,
-                    opset: int = DEFAULT_OPSET, check: bool = True, attributions=(),
-                    attribution_params: dict | None = None) -> ExportResult:
-    """Export the audit graph (and one graph per attribution method) of ``checkpoint`` into ``out_dir``; with
-    ``check``, compare each with PyTorch. Large weights go to one shared ``weights.bin``.
-
-    The manifest is written last, only after every graph passed its checks: a folder whose export failed never
-    looks like a usable artifact.
-    """
+def prepare_folder(out_dir: str | Path) -> Path:
     folder = Path(out_dir)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ExportError(f"cannot create the artifact folder {folder}: {exc.strerror}") from None
     (folder / MANIFEST_NAME).unlink(missing_ok=True)  # the old manifest must not describe the new graphs
-    name = name or folder.name
-    audit = build_audit_module(checkpoint)
-    height, width = checkpoint.input_size
+    return folder
+
+
+def example_images(input_size: tuple[int, int]) -> torch.Tensor:
     # Batch 2: tracing at batch 1 would specialise the batch dimension.
-    example = torch.randint(0, 256, (2, height, width, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    return torch.randint(0, 256, (2, *input_size, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+
+
+def export_artifact(checkpoint: Checkpoint, out_dir: str | Path, name: str | None = None,
+                    opset: int = DEFAULT_OPSET, check: bool = True, attributions=(),
+                    attribution_params: dict | None = None) -> ExportResult:
+    """Export the audit graph (and one graph per attribution method) of a risk-head ``checkpoint``."""
+    folder = prepare_folder(out_dir)
+    audit = build_audit_module(checkpoint)
+    example = example_images(checkpoint.input_size)
     jobs = [GraphJob("audit", audit, "audit")]
     jobs += attribution_jobs(audit, example, attributions, attribution_params or {})
-    document = artifact_document(checkpoint, audit, name)
+    document = artifact_document(checkpoint, audit, name or folder.name)
+    return write_artifact(folder, jobs, document, example, opset, check)
 
+
+def write_artifact(folder: Path, jobs: list[GraphJob], document: dict, example: torch.Tensor, opset: int,
+                   check: bool) -> ExportResult:
+    """Export every job's graph; with ``check``, compare each with PyTorch. Large weights go to one shared
+    ``weights.bin``. The manifest is written last, only after every graph passed its checks: a folder whose export
+    failed never looks like a usable artifact."""
     start = time.perf_counter()
     entries, parity = {}, {}
     for job in jobs:
@@ -211,7 +221,7 @@ def export_artifact(checkpoint: Checkpoint, out_dir: str | Path, name: str | Non
         inputs, outputs = tensor_specs(path)
         write_metadata(path, graph_metadata(document, job, opset, inputs, outputs))
         if check:
-            parity[job.key] = check_parity(job.module, path, inputs, outputs, (height, width))
+            parity[job.key] = check_parity(job.module, path, inputs, outputs, tuple(example.shape[1:3]))
         entries[job.key] = (job, inputs, outputs)
     export_s = time.perf_counter() - start
     weights = share_initializers(folder, [job.file for job, _, _ in entries.values()])
@@ -219,8 +229,9 @@ def export_artifact(checkpoint: Checkpoint, out_dir: str | Path, name: str | Non
     graphs = {key: GraphEntry(file=job.file, sha256=sha256_file(folder / job.file), kind=job.kind,
                               inputs=tuple(inputs), outputs=tuple(outputs), opset=opset, extra=job.extra or {})
               for key, (job, inputs, outputs) in entries.items()}
-    manifest = Manifest(name=name, preprocess=Preprocess.from_dict(document["preprocess"]),
-                        threshold=float(checkpoint.config["threshold"]), graphs=graphs, document=document)
+    threshold = document["decision"]["threshold"]
+    manifest = Manifest(name=document["name"], preprocess=Preprocess.from_dict(document["preprocess"]),
+                        threshold=None if threshold is None else float(threshold), graphs=graphs, document=document)
     manifest.write(folder)
     return ExportResult(folder, manifest, parity, export_s, weights)
 
@@ -252,7 +263,7 @@ def graph_metadata(document: dict, job: GraphJob, opset: int, inputs, outputs) -
         "auditor_rt.weights_sha256": str(document["model"]["weights"].get("sha256")),
         "auditor_rt.preprocess": json.dumps(document["preprocess"]),
         "auditor_rt.threshold": str(document["decision"]["threshold"]),
-        "auditor_rt.head": json.dumps(document["head"]),
+        "auditor_rt.head": json.dumps(document.get("head")),
         "auditor_rt.manifest": json.dumps({**document, "graph": {
             "key": job.key, "kind": job.kind, "opset": opset, **(job.extra or {}),
             "inputs": [t.to_dict() for t in inputs], "outputs": [t.to_dict() for t in outputs]}}),

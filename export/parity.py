@@ -20,11 +20,13 @@ def random_feed(inputs, input_size: tuple[int, int], batch: int, seed: int) -> d
     feed = {}
     for spec in inputs:
         if spec.name == "target":
-            feed[spec.name] = np.full(batch, -1, dtype=np.int64)  # the predicted class
+            # Explicit, different classes: -1 (the predicted class) would compare argmaxes of near-tied logits
+            # of a random-weight model, where a 1e-7 difference can pick another class.
+            feed[spec.name] = np.arange(batch, dtype=np.int64) % 2  # every classifier has classes 0 and 1
         elif spec.dtype == "uint8":
             feed[spec.name] = rng.integers(0, 256, (batch, *input_size, 3), dtype=np.uint8)
         else:
-            shape = [batch] + [d if isinstance(d, int) else 2 for d in spec.shape[1:]]
+            shape = [batch] + [d if isinstance(d, int) else 4 for d in spec.shape[1:]]
             feed[spec.name] = rng.standard_normal(shape).astype(np.float32)
     return feed
 

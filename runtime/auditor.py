@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from auditor_rt.runtime.artifact import Artifact
+from auditor_rt.runtime.classify import ClassResult, ContrastMaps, contrast, top_classes
 from auditor_rt.runtime.errors import ConfigError
 from auditor_rt.runtime.explain import Explanation, attribution_methods, extra_feed, to_explanations
 from auditor_rt.runtime.imageio import ImageSource, decode_image, resize_image
@@ -46,6 +47,14 @@ class AuditResult:
         }
 
 
+def _decode_all(images) -> list[np.ndarray]:
+    """One source or a sequence of them (paths, buffers, arrays; a 4-D array is a batch) -> RGB uint8 arrays."""
+    if isinstance(images, (str, Path, bytes, bytearray, memoryview)) or (
+            isinstance(images, np.ndarray) and images.ndim in (2, 3)):
+        images = [images]
+    return [decode_image(image) for image in images]
+
+
 class Auditor:
     def __init__(self, artifact: Artifact, runner, batch_size: int = 8, region_threshold: float = 0.5,
                  runner_options: dict | None = None):
@@ -63,7 +72,8 @@ class Auditor:
              batch_size: int = 8, region_threshold: float = 0.5) -> "Auditor":
         artifact = Artifact.load(folder)
         options = {"backend": backend, "providers": providers, "threads": threads}
-        runner = create_runner(artifact, "audit", **options)
+        main_graph = "classify" if "classify" in artifact.manifest.graphs else "audit"
+        runner = create_runner(artifact, main_graph, **options)
         return cls(artifact, runner, batch_size=batch_size, region_threshold=region_threshold, runner_options=options)
 
     def __enter__(self) -> "Auditor":
@@ -77,15 +87,43 @@ class Auditor:
         for runner in self._explainers.values():
             runner.close()
 
+    @property
+    def is_classifier(self) -> bool:
+        """A plain classifier artifact (classes, no risk head) rather than a risk-head one."""
+        return "classify" in self.artifact.manifest.graphs
+
     def __call__(self, images: ImageSource | Sequence[ImageSource]) -> list[AuditResult]:
         """Audit paths, encoded buffers or RGB arrays. Raises ImageDecodeError on the first unreadable one."""
-        if isinstance(images, (str, Path, bytes, bytearray, memoryview)) or (
-                isinstance(images, np.ndarray) and images.ndim in (2, 3)):
-            images = [images]  # one image; a 4-D array is a batch and iterates as one
-        return self.audit_arrays([decode_image(image) for image in images])
+        return self.audit_arrays(_decode_all(images))
+
+    def classify(self, images, k: int = 5) -> list[ClassResult]:
+        """The top ``k`` classes of each image, for a classifier artifact."""
+        return self.classify_arrays(_decode_all(images), k)
+
+    def classify_arrays(self, images, k: int = 5) -> list[ClassResult]:
+        if not self.is_classifier:
+            raise ConfigError("this artifact is a risk head, not a classifier: call the auditor (or audit_arrays)")
+        results = []
+        for start in range(0, len(images), self.batch_size):
+            batch = np.stack([resize_image(im, self.input_size) for im in images[start:start + self.batch_size]])
+            results.extend(top_classes(self.runner.infer({"image": batch})["probs"], k))
+        return results
+
+    def explain_topk(self, images, method: str, k: int = 2) -> list[ContrastMaps]:
+        """For a classifier: the maps of each image's top ``k`` classes on one scale, and "why X, not Y" maps."""
+        arrays = _decode_all(images)
+        entry = self.artifact.graph(method) if method in self.artifact.manifest.graphs else None
+        raw = entry.extra.get("raw_output") if entry is not None else None
+        out = []
+        for image, result in zip(arrays, self.classify_arrays(arrays, k)):
+            maps = [self.explain_arrays([image], method, targets=[c], output=raw)[0].map for c in result.classes]
+            out.append(contrast(result.classes, maps))
+        return out
 
     def audit_arrays(self, images: Iterable[np.ndarray]) -> list[AuditResult]:
         """Audit decoded RGB uint8 images of any size, in batches of ``batch_size``."""
+        if self.is_classifier:
+            raise ConfigError("this artifact is a plain classifier, not a risk head: use classify() and explain()")
         images = list(images)
         results: list[AuditResult] = []
         for start in range(0, len(images), self.batch_size):
@@ -94,15 +132,14 @@ class Auditor:
             results.extend(self.postprocess(outputs, i, im.shape[:2]) for i, im in enumerate(chunk))
         return results
 
-    def explain(self, images, method: str, noise_seed: int = 0, baselines=None) -> list[Explanation]:
+    def explain(self, images, method: str, noise_seed: int = 0, baselines=None, targets=None) -> list[Explanation]:
         """Attribution maps of ``method`` (an attribution graph of this artifact) for paths, buffers or RGB arrays.
-        SmoothGrad's noise comes from ``noise_seed``, so the same call gives the same maps."""
-        if isinstance(images, (str, Path, bytes, bytearray, memoryview)) or (
-                isinstance(images, np.ndarray) and images.ndim in (2, 3)):
-            images = [images]
-        return self.explain_arrays([decode_image(image) for image in images], method, noise_seed, baselines)
+        SmoothGrad's noise comes from ``noise_seed``, so the same call gives the same maps. For a classifier,
+        ``targets`` gives the class to explain per image (default: the predicted class)."""
+        return self.explain_arrays(_decode_all(images), method, noise_seed, baselines, targets)
 
-    def explain_arrays(self, images, method: str, noise_seed: int = 0, baselines=None) -> list[Explanation]:
+    def explain_arrays(self, images, method: str, noise_seed: int = 0, baselines=None, targets=None,
+                       output: str | None = None) -> list[Explanation]:
         available = attribution_methods(self.artifact)
         if method not in available:
             raise ConfigError(f"the artifact has no {method!r} attribution graph (it has: {', '.join(available) or 'none'}); "
@@ -116,8 +153,10 @@ class Auditor:
             batch = np.stack([resize_image(im, self.input_size) for im in chunk])
             base = None if baselines is None else np.stack(
                 [resize_image(decode_image(b), self.input_size) for b in baselines[start:start + self.batch_size]])
-            outputs = runner.infer({"image": batch, **extra_feed(entry, batch, noise_seed + start, base)})
-            results.extend(to_explanations(method, entry, outputs, [im.shape[:2] for im in chunk]))
+            chosen = None if targets is None else targets[start:start + self.batch_size]
+            feed = {"image": batch, **extra_feed(entry, batch, noise_seed + start, base, chosen)}
+            outputs = runner.infer(feed)
+            results.extend(to_explanations(method, entry, outputs, [im.shape[:2] for im in chunk], output))
         return results
 
     def run_batch(self, batch: np.ndarray) -> dict[str, np.ndarray]:

@@ -30,10 +30,20 @@ def attribution_methods(artifact) -> list[str]:
     return [key for key, g in artifact.manifest.graphs.items() if g.kind == "attribution"]
 
 
-def extra_feed(entry, batch: np.ndarray, noise_seed: int, baselines: np.ndarray | None) -> dict[str, np.ndarray]:
-    """The inputs a method takes beside the images: SmoothGrad's noise (seeded, so runs repeat) or IG's baseline."""
+def extra_feed(entry, batch: np.ndarray, noise_seed: int, baselines: np.ndarray | None,
+               targets=None) -> dict[str, np.ndarray]:
+    """The inputs a method takes beside the images: SmoothGrad's noise (seeded, so runs repeat), IG's baseline, a
+    classifier's target classes (-1: the predicted class)."""
     feed = {}
     names = [spec.name for spec in entry.inputs]
+    if "target" in names:
+        feed["target"] = (np.full(len(batch), -1, dtype=np.int64) if targets is None
+                          else np.asarray(targets, dtype=np.int64).reshape(len(batch)))
+        classes = entry.extra.get("num_classes")
+        if classes is not None and ((feed["target"] < -1) | (feed["target"] >= classes)).any():
+            raise ConfigError(f"target classes {feed['target'].tolist()} outside 0..{classes - 1} (-1: predicted)")
+    elif targets is not None:
+        raise ConfigError("targets are for classifier artifacts; a risk head explains its risk logit")
     if "noise" in names:
         samples = int(entry.extra.get("params", {}).get("samples", 16))
         rng = np.random.default_rng(noise_seed)
@@ -45,8 +55,9 @@ def extra_feed(entry, batch: np.ndarray, noise_seed: int, baselines: np.ndarray 
     return feed
 
 
-def to_explanations(method: str, entry, outputs: dict, sizes: list[tuple[int, int]]) -> list[Explanation]:
-    map_name = entry.extra.get("map_output")
+def to_explanations(method: str, entry, outputs: dict, sizes: list[tuple[int, int]],
+                    output: str | None = None) -> list[Explanation]:
+    map_name = output or entry.extra.get("map_output")
     signed = bool(entry.extra.get("signed"))
     scalars = [s.name for s in entry.outputs if len(s.shape) == 1 and s.name != "logit"]
     explanations = []

@@ -75,13 +75,19 @@ def run_inference(auditor: Auditor, items: Sequence[Item], folder: Path, save_ov
                 if error is not None:
                     chunk_records[index] = {"index": index, "source": item.source, "status": "error", "error": error}
             arrays = [image for _, _, image in decoded]
-            results = auditor.audit_arrays(arrays) if decoded else []
+            if auditor.is_classifier:  # a plain classifier: its classes, and maps only with --explain
+                results = auditor.classify_arrays(arrays) if decoded else []
+            else:
+                results = auditor.audit_arrays(arrays) if decoded else []
             explanations = auditor.explain_arrays(arrays, explain, noise_seed=offset) if explain and decoded else []
             for position, ((index, item, image), result) in enumerate(zip(decoded, results)):
                 record = {"index": index, "source": item.source, "status": "ok", **result.to_dict()}
                 if explanations:
                     record["explain"] = write_explanation(folder, index, item, image, explanations[position],
                                                           save_overlays)
+                if auditor.is_classifier:
+                    chunk_records[index] = record
+                    continue
                 if save_overlays:
                     picture = render_overlay(image, result)
                     name = overlay_dir / f"{index:05d}_{Path(item.source).stem}.jpg"

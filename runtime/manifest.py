@@ -111,7 +111,7 @@ class Preprocess:
 class Manifest:
     name: str
     preprocess: Preprocess
-    threshold: float
+    threshold: float | None  # None for a plain classifier: it has classes, not a risk decision
     graphs: dict[str, GraphEntry]
     document: dict[str, Any]
 
@@ -127,7 +127,7 @@ class Manifest:
             return cls(
                 name=data["name"],
                 preprocess=Preprocess.from_dict(data["preprocess"]),
-                threshold=float(data["decision"]["threshold"]),
+                threshold=None if data["decision"]["threshold"] is None else float(data["decision"]["threshold"]),
                 graphs={key: GraphEntry.from_dict(g) for key, g in data["graphs"].items()},
                 document=data,
             )

@@ -2,7 +2,7 @@ import click
 
 
 @click.command("export")
-@click.argument("checkpoint", type=click.Path(exists=True))
+@click.argument("checkpoint", type=click.Path(exists=True), required=False)
 @click.option("-o", "--out", type=click.Path(file_okay=False), required=True, help="Artifact folder, e.g. engines/NAME.")
 @click.option("--name", default=None, help="Artifact name (default: the folder name).")
 @click.option("--opset", type=click.IntRange(min=17), default=18, show_default=True)
@@ -17,11 +17,21 @@ import click
               help="Integrated gradients: path start; 'input' adds a 'baseline' image input.")
 @click.option("--smoothgrad-noise", type=click.FloatRange(min=0), default=0.15, show_default=True,
               help="SmoothGrad: noise level as a fraction of each image's value range (the noise is an input).")
+@click.option("--classifier", default=None, metavar="TIMM_NAME",
+              help="Instead of a CHECKPOINT: audit a plain timm classifier with its own head. The class to explain "
+                   "is an input (default: the predicted class).")
+@click.option("--weights", default="auto", show_default=True,
+              help="With --classifier: its weights file, 'auto' (Hugging Face cache) or 'random'.")
+@click.option("--num-classes", type=click.IntRange(min=2), default=None,
+              help="With --classifier: the head size of a fine-tuned model (default: the model's own).")
+@click.option("--input-size", type=click.IntRange(min=32), default=None,
+              help="With --classifier: the square input size (default: the model's pretrained size).")
 @click.option("--cam-stage", default=None, help="Grad-CAM stage: a timm feature_info index or module name "
                                                 "(default: the last).")
-def command(checkpoint, out, name, opset, check, attributions, ig_steps, ig_baseline, smoothgrad_noise, cam_stage):
-    """Export a trained CHECKPOINT folder to an artifact: audit.onnx, attribution graphs, weights.bin and
-    manifest.json."""
+def command(checkpoint, out, name, opset, check, attributions, ig_steps, ig_baseline, smoothgrad_noise, classifier,
+            weights, num_classes, input_size, cam_stage):
+    """Export a trained CHECKPOINT folder (or, with --classifier, a plain timm classifier) to an artifact: the
+    audit (or classify) graph, attribution graphs, weights.bin and manifest.json."""
     from auditor_rt.cli.reporting import print_export
     from auditor_rt.export.checkpoint import load_checkpoint
     from auditor_rt.export.onnx_export import export_artifact
@@ -29,5 +39,14 @@ def command(checkpoint, out, name, opset, check, attributions, ig_steps, ig_base
     methods = [m.strip() for m in attributions.split(",") if m.strip()]
     params = {"ig": {"steps": ig_steps, "baseline": ig_baseline}, "smoothgrad": {"noise_level": smoothgrad_noise},
               "gradcam": {"stage": cam_stage}, "gradcam++": {"stage": cam_stage}}
-    print_export(export_artifact(load_checkpoint(checkpoint), out, name=name, opset=opset, check=check,
-                                 attributions=methods, attribution_params=params))
+    if (checkpoint is None) == (classifier is None):
+        raise click.UsageError("give a trained CHECKPOINT folder, or --classifier TIMM_NAME, but not both")
+    if classifier:
+        from auditor_rt.export.classifier_export import export_classifier_artifact
+
+        result = export_classifier_artifact(classifier, out, weights, num_classes, input_size, methods, params,
+                                            opset=opset, check=check)
+    else:
+        result = export_artifact(load_checkpoint(checkpoint), out, name=name, opset=opset, check=check,
+                                 attributions=methods, attribution_params=params)
+    print_export(result)

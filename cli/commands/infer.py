@@ -47,10 +47,11 @@ def command(artifact, sources, out, batch, recursive, save_overlays, region_thre
         if record["status"] == "error":
             click.secho(f"error {record['error']}", fg="yellow", err=True)
     rate = summary.ok / summary.seconds if summary.seconds else 0.0
-    click.echo(f"{summary.ok} ok, {summary.errors} errors, {summary.positives} flagged as risk "
-               f"in {summary.seconds:.1f} s ({rate:.1f} img/s)")
+    flagged = "" if auditor.is_classifier else f", {summary.positives} flagged as risk"
+    click.echo(f"{summary.ok} ok, {summary.errors} errors{flagged} in {summary.seconds:.1f} s ({rate:.1f} img/s)")
     click.echo(f"results: {folder / 'results.jsonl'}")
     if summary.ok and save_overlays:
-        click.echo(f"overlays: {folder / 'overlays'}  contact sheet: {folder / 'contact_sheet.png'}")
+        if not auditor.is_classifier:
+            click.echo(f"overlays: {folder / 'overlays'}  contact sheet: {folder / 'contact_sheet.png'}")
     if not summary.ok:
         raise CliError(f"no image could be audited ({summary.errors} errors, listed in {folder / 'results.jsonl'})", 1)

@@ -71,6 +71,7 @@ class GradCam(Attribution):
     """ReLU of the activation weighted by its spatially averaged gradient (Selvaraju et al.)."""
 
     map_output = "cam"
+    raw_output = "cam_raw"
 
     def __init__(self, audit: AuditModule, example: torch.Tensor, stage: str | int | None = None):
         torch.nn.Module.__init__(self)

@@ -34,4 +34,19 @@ def compile_gradient(fn: Callable, *example: torch.Tensor) -> torch.fx.GraphModu
     if left:
         raise ExportError(f"no VJP rule for {', '.join(left)}: add one to auditor_rt.export.attribution.rules "
                           "(the export is refused rather than silently dropping that gradient)")
+    check_batch_is_free(graph_module, example)
     return graph_module
+
+
+def check_batch_is_free(graph_module: torch.fx.GraphModule, example) -> None:
+    """Run the traced graph at another batch size. Symbolic tracing can still pin the batch to the traced size
+    (seen with timm's ViT attention under torch.func.grad); such a graph would fail, or worse, at run time."""
+    bigger = [torch.cat([value, value[:1]]) if isinstance(value, torch.Tensor) and value.dim() else value
+              for value in example]
+    try:
+        with torch.no_grad():
+            graph_module(*bigger)
+    except RuntimeError as exc:
+        detail = str(exc).strip().splitlines()[0]
+        raise ExportError(f"the traced backward pass only works at the traced batch size ({detail}); this model's "
+                          "ops pin the batch dimension during tracing, which auditor-rt cannot export yet") from None

@@ -71,6 +71,7 @@ class Attribution(nn.Module):
     method = "base"
     signed = False
     map_output = ""  # the output that holds the map to show
+    raw_output = ""  # the output to compare across classes (unnormalised); the map output unless it is normalised
     extra_inputs: tuple[str, ...] = ()
 
     def __init__(self, audit: AuditModule, example: torch.Tensor):
@@ -78,7 +79,9 @@ class Attribution(nn.Module):
         self.setup(audit)
         with torch.no_grad():
             x = self.normalize(example)
-            self.compiled = compile_gradient(input_gradient_fn(audit), x, *example_target(audit, len(x)))
+        # Traced outside no_grad: under it, autograd of a Linear layer records an as_strided scatter (seen with
+        # timm classifier heads) that ONNX cannot express.
+        self.compiled = compile_gradient(input_gradient_fn(audit), x, *example_target(audit, len(x)))
 
     def setup(self, model) -> None:
         self.normalize, self.input_size, self.takes_target = model.normalize, model.input_size, model.takes_target

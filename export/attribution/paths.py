@@ -27,6 +27,12 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), vertical, groups=channels)
 
 
+def repeat_each(target: torch.Tensor, times) -> torch.Tensor:
+    """[t0, t1] -> [t0]*times + [t1]*times, as expand + reshape: repeat_interleave with a dynamic count exports to
+    ONNX with a wrong shape."""
+    return target[:, None].expand(target.shape[0], times).reshape(-1)
+
+
 class IntegratedGradientsOutputs(NamedTuple):
     logit: torch.Tensor  # [N] at the image
     ig: torch.Tensor     # [N, H, W] signed, summed over channels
@@ -73,7 +79,7 @@ class IntegratedGradients(Attribution):
         reference = self.reference(x, baseline)
         difference = x - reference
         path = reference[:, None] + self.alphas.view(1, -1, 1, 1, 1) * difference[:, None]
-        path_target = None if target is None else target.repeat_interleave(points)
+        path_target = None if target is None else repeat_each(target, points)
         grads, logits = self.gradient(path.reshape(n * points, *x.shape[1:]), path_target)
         grads = grads.reshape(n, points, *x.shape[1:])[:, : self.steps]
         logits = logits.reshape(n, points)
@@ -108,7 +114,7 @@ class SmoothGrad(Attribution):
         n = x.shape[0]
         spread = (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3))).view(n, 1, 1, 1, 1)
         noisy = torch.cat([x[:, None], x[:, None] + self.noise_level * spread * noise], dim=1)
-        noisy_target = None if target is None else target.repeat_interleave(noisy.shape[1])
+        noisy_target = None if target is None else repeat_each(target, noisy.shape[1])
         grads, logits = self.gradient(noisy.reshape(-1, *x.shape[1:]), noisy_target)
         grads = grads.reshape(n, -1, *x.shape[1:])[:, 1:]
         return SmoothGradOutputs(logits.reshape(n, -1)[:, 0], grads.abs().mean(dim=1).amax(dim=1))

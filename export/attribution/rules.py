@@ -122,6 +122,47 @@ def adaptive_avg_pool2d_backward(grad_output, input):
     return rows.t() @ grad_output @ cols
 
 
+@register_vjp(aten._scaled_dot_product_flash_attention_for_cpu_backward.default)
+def flash_attention_backward(grad_out, query, key, value, out, logsumexp, dropout_p, is_causal, attn_mask=None,
+                             scale=None):
+    """Attention's backward from its definition, recomputing the probabilities P = softmax(Q K^T s):
+    dV = P^T dO, dS = P * (dO V^T - rowsum(dO V^T * P)), dQ = dS K s, dK = dS^T Q s."""
+    if dropout_p or is_causal or attn_mask is not None:
+        raise NotImplementedError("attention backward with dropout, a causal flag or a mask has no rule yet")
+    scale = scale if scale is not None else query.shape[-1] ** -0.5
+    probs = torch.softmax(query @ key.transpose(-2, -1) * scale, dim=-1)
+    grad_value = probs.transpose(-2, -1) @ grad_out
+    grad_probs = grad_out @ value.transpose(-2, -1)
+    grad_scores = probs * (grad_probs - (grad_probs * probs).sum(dim=-1, keepdim=True))
+    return grad_scores @ key * scale, grad_scores.transpose(-2, -1) @ query * scale, grad_value
+
+
+def _is_whole_reshape(numel, size, stride, offset) -> bool:
+    """True when as_strided(size, stride, offset) reads every element once in row-major order: a reshape.
+    Strides of size-1 dims do not matter (autograd of a flatten after global pooling gives such strides)."""
+    expected, contiguous = 1, []
+    for dim in reversed(list(size)):
+        contiguous.append(expected)
+        expected = expected * dim
+    contiguous.reverse()
+    whole = all(dim == 1 or st == cs for dim, st, cs in zip(size, stride, contiguous))
+    return whole and not offset and numel == expected
+
+
+@register_vjp(aten.as_strided_copy.default)
+def as_strided_copy(x, size, stride, storage_offset=None):
+    if not _is_whole_reshape(x.numel(), size, stride, storage_offset):
+        raise NotImplementedError(f"as_strided with size {list(size)}, stride {list(stride)} is not a reshape")
+    return x.reshape(size).clone(memory_format=torch.contiguous_format)
+
+
+@register_vjp(aten.as_strided_scatter.default)
+def as_strided_scatter(base, src, size, stride, storage_offset=None):
+    if not _is_whole_reshape(base.numel(), size, stride, storage_offset):
+        raise NotImplementedError(f"as_strided_scatter with size {list(size)}, stride {list(stride)} is not a reshape")
+    return src.reshape(base.shape).clone(memory_format=torch.contiguous_format)
+
+
 def _copy_of(view_op):
     """functionalize() emits X_copy ops that torch.onnx lacks; a view plus a contiguous clone means the same."""
     return lambda *args, **kwargs: view_op(*args, **kwargs).clone(memory_format=torch.contiguous_format)
@@ -130,7 +171,19 @@ def _copy_of(view_op):
 def gradient_decompositions() -> dict:
     """The table for make_fx: torch's own decompositions of backward ops, then ours (which win)."""
     table = {op: fn for op, fn in decomposition_table.items() if "backward" in op.name()}
+    # The fused attention kernel as math, so that its forward exports and pairs with the backward rule above.
+    fused = aten._scaled_dot_product_flash_attention_for_cpu.default
+    if fused in decomposition_table:
+        table[fused] = decomposition_table[fused]
     table.update(VJP_RULES)
-    table[aten.slice_copy.Tensor] = _copy_of(aten.slice.Tensor)
-    table[aten.select_copy.int] = _copy_of(aten.select.int)
+    # functionalize() turns views into X_copy ops; the ONNX exporter lowers several of them through
+    # as_strided_scatter, which ONNX cannot express. A view plus a contiguous clone means the same and exports.
+    for copy_op, view_op in ((aten.slice_copy.Tensor, aten.slice.Tensor), (aten.select_copy.int, aten.select.int),
+                             (aten.view_copy.default, aten.view.default),
+                             (aten.unsqueeze_copy.default, aten.unsqueeze.default),
+                             (aten.squeeze_copy.dims, aten.squeeze.dims), (aten.squeeze_copy.dim, aten.squeeze.dim),
+                             (aten.expand_copy.default, aten.expand.default),
+                             (aten.permute_copy.default, aten.permute.default),
+                             (aten.transpose_copy.int, aten.transpose.int), (aten.t_copy.default, aten.t.default)):
+        table[copy_op] = _copy_of(view_op)
     return table

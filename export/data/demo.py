@@ -28,7 +28,7 @@ _SKIMAGE_PHOTOS = {
     "camera": "camera.png", "coins": "coins.png", "moon": "moon.png", "hubble_deep_field": "hubble_deep_field.jpg",
     "immunohistochemistry": "ihc.png", "retina": "retina.jpg", "motorcycle": "motorcycle_left.png",
     "brick": "brick.png", "grass": "grass.png", "gravel": "gravel.png", "clock": "clock_motion.png",
-    "text": "text.png", "page": "page.png", "cell": "cell.png",
+    "text": "text.png", "cell": "cell.png",
 }
 YELLOW = (255, 205, 0)
 BLACK = (20, 20, 20)

@@ -236,3 +236,23 @@ def test_export_with_attributions_and_infer_with_explain(checkpoint_dir, image_f
 def test_export_rejects_an_unknown_method(checkpoint_dir, tmp_path):
     result = invoke("export", checkpoint_dir, "-o", tmp_path / "art", "--attribution", "lime")
     assert_clean_error(result, "unknown attribution method", "lime")
+
+
+def test_export_classifier_and_infer(image_folder, tmp_path):
+    art = tmp_path / "clf"
+    result = invoke("export", "--classifier", "test_resnet", "--weights", "random", "--input-size", 64,
+                    "--num-classes", 5, "-o", art, "--attribution", "gradcam")
+    assert result.exit_code == 0, result.output
+    assert "RANDOM weights" in result.output and "parity with PyTorch, classify" in result.output
+    result = invoke("infer", art, image_folder, "-o", tmp_path / "runs", "--explain", "gradcam")
+    assert result.exit_code == 0, result.output
+    rows = [r for r in records(tmp_path / "runs" / "run-001") if r["status"] == "ok"]
+    assert rows and all(0 <= r["top_class"] < 5 and len(r["classes"]) == 5 for r in rows)
+    assert all(Path(r["explain"]["overlay"]).is_file() for r in rows)
+
+
+def test_export_needs_exactly_one_model(checkpoint_dir, tmp_path):
+    both = invoke("export", checkpoint_dir, "--classifier", "test_resnet", "-o", tmp_path / "x")
+    neither = invoke("export", "-o", tmp_path / "y")
+    for result in (both, neither):
+        assert result.exit_code == 2 and "CHECKPOINT" in result.output and "Traceback" not in result.output

@@ -99,3 +99,16 @@ def test_backward_op_without_a_rule_fails_and_names_it():
 
     with pytest.raises(ExportError, match="avg_pool3d_backward"):
         compile_gradient(gradient, torch.randn(2, 1, 4, 4, 4))
+
+
+def test_attention_rule_matches_aten():
+    from auditor_rt.export.attribution.rules import flash_attention_backward
+
+    generator = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 3, 7, 8, generator=generator) for _ in range(3))
+    out, logsumexp = aten._scaled_dot_product_flash_attention_for_cpu(q, k, v)
+    grad_out = torch.randn(out.shape, generator=generator)
+    expected = aten._scaled_dot_product_flash_attention_for_cpu_backward(grad_out, q, k, v, out, logsumexp, 0.0, False)
+    actual = flash_attention_backward(grad_out, q, k, v, out, logsumexp, 0.0, False)
+    for a, e in zip(actual, expected):
+        close(a, e)
