@@ -198,15 +198,16 @@ def comparable_maps(method: str, ort_out: list, eager_out, tool, head_only_out=N
         activations = tool.activations_and_grads.activations[0].numpy()
         gradients = tool.activations_and_grads.gradients[0].numpy()
         raw = np.maximum(tool.get_cam_image(None, None, None, activations, gradients), 0)
-        result = {"raw 7x7 CAM (before resize)": agreement(cam_raw, raw),
-                  "224x224 map in [0,1]": agreement(cam, eager_out)}
+        result = {"raw CAM at layer4's grid, before resize": agreement(cam_raw, raw),
+                  "CAM at the input size, in [0, 1]": agreement(cam, eager_out)}
         if head_only_out is not None:
-            result["224x224 map vs head-only ref"] = agreement(cam, head_only_out.numpy())
+            result["the same vs the head-only eager ref"] = agreement(cam, head_only_out.numpy())
         return result
     expected = eager_out.detach().numpy()
     if method in ("saliency", "smoothgrad"):
-        return {"max over channels of |grad|" + (" averaged over 16 noisy copies" if method == "smoothgrad" else ""):
-                agreement(ort_out[1], expected.max(axis=1))}
+        label = "max over channels of the mean |grad| over the noisy copies" if method == "smoothgrad" else \
+            "max over channels of |grad|"
+        return {label: agreement(ort_out[1], expected.max(axis=1))}
     return {"(x - baseline) * path-averaged grad, summed over channels": agreement(ort_out[1], expected.sum(axis=1))}
 
 

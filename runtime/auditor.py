@@ -15,7 +15,7 @@ import numpy as np
 from auditor_rt.runtime.artifact import Artifact
 from auditor_rt.runtime.classify import ClassResult, ContrastMaps, contrast, top_classes
 from auditor_rt.runtime.errors import ConfigError
-from auditor_rt.runtime.explain import Explanation, attribution_methods, extra_feed, to_explanations
+from auditor_rt.runtime.explain import Explanation, attribution_methods, expansion, extra_feed, to_explanations
 from auditor_rt.runtime.imageio import ImageSource, decode_image, resize_image
 from auditor_rt.runtime.regions import Region, find_regions
 from auditor_rt.runtime.runners import create_runner
@@ -147,13 +147,14 @@ class Auditor:
         if method not in self._explainers:
             self._explainers[method] = create_runner(self.artifact, method, **self._runner_options)
         runner, entry = self._explainers[method], self.artifact.graph(method)
+        step = max(1, self.batch_size // expansion(entry))
         results = []
-        for start in range(0, len(images), self.batch_size):
-            chunk = images[start:start + self.batch_size]
+        for start in range(0, len(images), step):
+            chunk = images[start:start + step]
             batch = np.stack([resize_image(im, self.input_size) for im in chunk])
             base = None if baselines is None else np.stack(
-                [resize_image(decode_image(b), self.input_size) for b in baselines[start:start + self.batch_size]])
-            chosen = None if targets is None else targets[start:start + self.batch_size]
+                [resize_image(decode_image(b), self.input_size) for b in baselines[start:start + step]])
+            chosen = None if targets is None else targets[start:start + step]
             feed = {"image": batch, **extra_feed(entry, batch, noise_seed + start, base, chosen)}
             outputs = runner.infer(feed)
             results.extend(to_explanations(method, entry, outputs, [im.shape[:2] for im in chunk], output))

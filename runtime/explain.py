@@ -26,6 +26,18 @@ class Explanation:
                 **{k: round(float(v), 6) for k, v in self.extras.items()}}
 
 
+def expansion(entry) -> int:
+    """How many images the graph runs per input image: IG's path points, SmoothGrad's noisy copies. Batches are cut
+    so that the graph's internal batch stays near the auditor's batch size (IG at batch 8 x 34 points would need
+    about 25 GB for a resnet50)."""
+    params = entry.extra.get("params", {})
+    if entry.extra.get("method") == "ig":
+        return int(params.get("steps", 32)) + 2
+    if entry.extra.get("method") == "smoothgrad":
+        return int(params.get("samples", 16)) + 1
+    return 1
+
+
 def attribution_methods(artifact) -> list[str]:
     return [key for key, g in artifact.manifest.graphs.items() if g.kind == "attribution"]
 
