@@ -61,7 +61,8 @@ def images(audit, seed: int, n: int = 3) -> np.ndarray:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_attribution_equals_autograd_on_new_inputs(case, sessions, audit):
     module, session = sessions[case]
-    for seed in (21, 22):
+    compared = 0
+    for seed in (21, 22, 23, 24):
         batch = images(audit, seed)
         feed = {"image": batch}
         noise = None
@@ -77,9 +78,11 @@ def test_attribution_equals_autograd_on_new_inputs(case, sessions, audit):
                 scale = max(scale, float(np.abs(expected["logit"].numpy()).max()))
             error = float(np.abs(actual[name] - value).max())
             assert error <= 1e-4 * max(scale, 1e-6), f"{case}/{name}: max error {error:.2e}, scale {scale:.2e}"
-            if value.ndim > 1:
+            if value.ndim > 1 and np.linalg.norm(value) > 0:  # a CAM can be all zero (ReLU); then error decides
                 cosine = float(actual[name].ravel() @ value.ravel() / (np.linalg.norm(actual[name]) * np.linalg.norm(value) + 1e-30))
                 assert cosine >= 0.9999, f"{case}/{name}: cosine {cosine}"
+                compared += 1
+    assert compared > 0, f"{case}: every reference map was zero, so nothing was compared"
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
