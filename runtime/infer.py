@@ -123,7 +123,7 @@ def write_explanation(folder: Path, index: int, item: Item, image: np.ndarray, e
         if not explanation.signed:
             low, high = float(values.min()), float(values.max())
             values = (values - low) / max(high - low, 1e-12)
-        picture = overlay(image, values, alpha=0.55, signed=explanation.signed)
+        picture = overlay(image, values, alpha=0.85 if explanation.signed else 0.55, signed=explanation.signed)
         write_rgb(name, draw_caption(picture, explanation.method))
         record["overlay"] = str(name)
     return record

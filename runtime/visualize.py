@@ -23,11 +23,12 @@ def _diverging_lut() -> np.ndarray:
 DIVERGING_LUT = _diverging_lut()
 
 
-def colorize(values: np.ndarray, signed: bool = False) -> np.ndarray:
-    """Map a 2-D map to RGB: unsigned [0,1] maps use TURBO; signed maps are scaled by max |v| and use red/blue."""
+def colorize(values: np.ndarray, signed: bool = False, scale: float | None = None) -> np.ndarray:
+    """Map a 2-D map to RGB: unsigned [0,1] maps use TURBO; signed maps are scaled by ``scale`` (default max |v|)
+    and use red (for) / blue (against)."""
     values = np.asarray(values, dtype=np.float32)
     if signed:
-        scale = float(np.abs(values).max()) or 1.0
+        scale = scale or float(np.abs(values).max()) or 1.0
         index = np.clip((values / scale + 1.0) * 127.5, 0, 255).astype(np.uint8)
         return DIVERGING_LUT[index, 0]
     index = np.clip(values * 255.0, 0, 255).astype(np.uint8)
@@ -35,11 +36,20 @@ def colorize(values: np.ndarray, signed: bool = False) -> np.ndarray:
 
 
 def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45, signed: bool = False) -> np.ndarray:
-    """Alpha-blend a colourised map over an RGB image; the map is resized to the image first."""
+    """Alpha-blend a colourised map over an RGB image; the map is resized to the image first.
+
+    Signed maps (pixel attributions) are sparse: scaled by their max, almost everything would be near zero and the
+    image would drown in white. They are scaled by the 99.5th percentile of |v| instead, and blended in proportion to
+    their magnitude, so the photograph shows where there is no evidence either way."""
     height, width = image.shape[:2]
     if heat.shape != (height, width):
         heat = cv2.resize(heat.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
-    return cv2.addWeighted(image, 1.0 - alpha, colorize(heat, signed), alpha, 0.0)
+    if not signed:
+        return cv2.addWeighted(image, 1.0 - alpha, colorize(heat), alpha, 0.0)
+    scale = float(np.percentile(np.abs(heat), 99.5)) or float(np.abs(heat).max()) or 1.0
+    weight = (alpha * np.clip(np.abs(heat) / scale, 0.0, 1.0))[..., None]
+    blended = image * (1.0 - weight) + colorize(heat, signed=True, scale=scale) * weight
+    return np.clip(blended, 0, 255).astype(np.uint8)
 
 
 def draw_regions(image: np.ndarray, regions: Sequence[Region], color=(255, 255, 255)) -> np.ndarray:
