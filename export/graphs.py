@@ -24,12 +24,16 @@ class ScoreOutputs(NamedTuple):
     score: torch.Tensor
 
 
+def normalize_per_image(maps: torch.Tensor) -> torch.Tensor:
+    """Min-max of [N, H, W] maps to [0, 1], per image."""
+    low = maps.amin(dim=(1, 2), keepdim=True)
+    high = maps.amax(dim=(1, 2), keepdim=True)
+    return (maps - low) / (high - low).clamp_min(1e-12)
+
+
 def normalized_heatmap(risk_map: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear upsampling to the input size, then min-max to [0, 1] per image."""
-    heat = F.interpolate(risk_map[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-    low = heat.amin(dim=(1, 2), keepdim=True)
-    high = heat.amax(dim=(1, 2), keepdim=True)
-    return (heat - low) / (high - low).clamp_min(1e-12)
+    """Bilinear upsampling of [N, h, w] maps to the input size, then min-max to [0, 1] per image."""
+    return normalize_per_image(F.interpolate(risk_map[:, None], size=size, mode="bilinear", align_corners=False)[:, 0])
 
 
 class AuditModule(nn.Module):

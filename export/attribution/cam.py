@@ -13,9 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from auditor_rt.export.attribution.compiler import compile_gradient
-from auditor_rt.export.attribution.methods import (Attribution, example_target, normalize_per_image,
-                                                  register_attribution)
-from auditor_rt.export.graphs import AuditModule
+from auditor_rt.export.attribution.methods import Attribution, example_target, register_attribution
+from auditor_rt.export.graphs import AuditModule, normalize_per_image
 from auditor_rt.runtime.errors import ConfigError
 
 

@@ -36,13 +36,6 @@ def create_attribution(name: str, audit: AuditModule, example: torch.Tensor, **p
     return ATTRIBUTIONS[name](audit, example, **params).eval()
 
 
-def normalize_per_image(maps: torch.Tensor) -> torch.Tensor:
-    """Min-max to [0, 1] per image (for unsigned maps)."""
-    low = maps.amin(dim=(1, 2), keepdim=True)
-    high = maps.amax(dim=(1, 2), keepdim=True)
-    return (maps - low) / (high - low).clamp_min(1e-12)
-
-
 def input_gradient_fn(model):
     """x (normalised NCHW) [, target] -> (d sum(score) / dx, score): each sample's own gradient, as samples are
     independent. ``score`` is the risk logit, or for a classifier the logit of each sample's target class."""
