@@ -28,7 +28,7 @@ _SKIMAGE_PHOTOS = {
     "camera": "camera.png", "coins": "coins.png", "moon": "moon.png", "hubble_deep_field": "hubble_deep_field.jpg",
     "immunohistochemistry": "ihc.png", "retina": "retina.jpg", "motorcycle": "motorcycle_left.png",
     "brick": "brick.png", "grass": "grass.png", "gravel": "gravel.png", "clock": "clock_motion.png",
-    "text": "text.png", "cell": "cell.png",
+    "text": "text.png", "page": "page.png", "cell": "cell.png",
 }
 YELLOW = (255, 205, 0)
 BLACK = (20, 20, 20)
@@ -87,12 +87,8 @@ def _load_backgrounds() -> tuple[tuple[str, np.ndarray], ...]:
         raise DataError("the demo data set needs scikit-image: pip install 'auditor-rt[export]'") from None
     folder = Path(skimage.data.__file__).parent
     found = [(name, decode_image(folder / file)) for name, file in _SKIMAGE_PHOTOS.items() if (folder / file).is_file()]
-    try:  # scikit-learn ships two more photographs in its wheel; used only if it happens to be installed
-        from sklearn.datasets import load_sample_images
-
-        found += [(f"sklearn_{i}", img) for i, img in enumerate(load_sample_images().images)]
-    except ImportError:
-        pass
+    # Only scikit-image's photographs: an optional extra source (scikit-learn ships two) would make the demo data,
+    # and so its numbers, depend on what else happens to be installed.
     if not found:
         raise DataError(f"no scikit-image sample photographs found in {folder}; reinstall scikit-image")
     for _, image in found:
