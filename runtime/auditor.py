@@ -9,14 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import cv2
 import numpy as np
 
 from auditor_rt.runtime.artifact import Artifact
 from auditor_rt.runtime.classify import ClassResult, ContrastMaps, contrast, top_classes
 from auditor_rt.runtime.errors import ConfigError
 from auditor_rt.runtime.explain import Explanation, attribution_methods, expansion, extra_feed, to_explanations
-from auditor_rt.runtime.imageio import ImageSource, decode_image, resize_image
+from auditor_rt.runtime.imageio import ImageSource, decode_image, resize_image, resize_map
 from auditor_rt.runtime.regions import Region, find_regions
 from auditor_rt.runtime.runners import create_runner
 
@@ -87,6 +86,12 @@ class Auditor:
         for runner in self._explainers.values():
             runner.close()
 
+    def _batches(self, images: list[np.ndarray], step: int):
+        """(start, chunk, uint8 NHWC batch at the input size) for consecutive chunks of ``step`` images."""
+        for start in range(0, len(images), step):
+            chunk = images[start:start + step]
+            yield start, chunk, np.stack([resize_image(im, self.input_size) for im in chunk])
+
     @property
     def is_classifier(self) -> bool:
         """A plain classifier artifact (classes, no risk head) rather than a risk-head one."""
@@ -104,16 +109,15 @@ class Auditor:
         if not self.is_classifier:
             raise ConfigError("this artifact is a risk head, not a classifier: call the auditor (or audit_arrays)")
         results = []
-        for start in range(0, len(images), self.batch_size):
-            batch = np.stack([resize_image(im, self.input_size) for im in images[start:start + self.batch_size]])
+        for _, _, batch in self._batches(images, self.batch_size):
             results.extend(top_classes(self.runner.infer({"image": batch})["probs"], k))
         return results
 
     def explain_topk(self, images, method: str, k: int = 2) -> list[ContrastMaps]:
         """For a classifier: the maps of each image's top ``k`` classes on one scale, and "why X, not Y" maps."""
         arrays = _decode_all(images)
-        entry = self.artifact.graph(method) if method in self.artifact.manifest.graphs else None
-        raw = entry.extra.get("raw_output") if entry is not None else None
+        entry = self.artifact.manifest.graphs.get(method)  # a missing method is refused by explain_arrays
+        raw = entry.extra.get("raw_output") if entry else None
         out = []
         for image, result in zip(arrays, self.classify_arrays(arrays, k)):
             maps = [self.explain_arrays([image], method, targets=[c], output=raw)[0].map for c in result.classes]
@@ -126,9 +130,8 @@ class Auditor:
             raise ConfigError("this artifact is a plain classifier, not a risk head: use classify() and explain()")
         images = list(images)
         results: list[AuditResult] = []
-        for start in range(0, len(images), self.batch_size):
-            chunk = images[start:start + self.batch_size]
-            outputs = self.run_batch(np.stack([resize_image(im, self.input_size) for im in chunk]))
+        for _, chunk, batch in self._batches(images, self.batch_size):
+            outputs = self.run_batch(batch)
             results.extend(self.postprocess(outputs, i, im.shape[:2]) for i, im in enumerate(chunk))
         return results
 
@@ -149,9 +152,7 @@ class Auditor:
         runner, entry = self._explainers[method], self.artifact.graph(method)
         step = max(1, self.batch_size // expansion(entry))
         results = []
-        for start in range(0, len(images), step):
-            chunk = images[start:start + step]
-            batch = np.stack([resize_image(im, self.input_size) for im in chunk])
+        for start, chunk, batch in self._batches(images, step):
             base = None if baselines is None else np.stack(
                 [resize_image(decode_image(b), self.input_size) for b in baselines[start:start + step]])
             chosen = None if targets is None else targets[start:start + step]
@@ -166,9 +167,7 @@ class Auditor:
 
     def postprocess(self, outputs: dict[str, np.ndarray], index: int, image_size: tuple[int, int]) -> AuditResult:
         height, width = image_size
-        heatmap = outputs["heatmap"][index]
-        if heatmap.shape != (height, width):
-            heatmap = cv2.resize(heatmap, (width, height), interpolation=cv2.INTER_LINEAR)
+        heatmap = resize_map(outputs["heatmap"][index], image_size)
         score = float(outputs["score"][index])
         label = score >= self.threshold
         return AuditResult(

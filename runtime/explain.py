@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from auditor_rt.runtime.errors import ConfigError
+from auditor_rt.runtime.imageio import resize_map
 
 
 @dataclass
@@ -73,10 +73,7 @@ def to_explanations(method: str, entry, outputs: dict, sizes: list[tuple[int, in
     signed = bool(entry.extra.get("signed"))
     scalars = [s.name for s in entry.outputs if len(s.shape) == 1 and s.name != "logit"]
     explanations = []
-    for i, (height, width) in enumerate(sizes):
-        values = outputs[map_name][i]
-        if values.shape != (height, width):
-            values = cv2.resize(values, (width, height), interpolation=cv2.INTER_LINEAR)
-        explanations.append(Explanation(method, values, signed, float(outputs["logit"][i]),
+    for i, size in enumerate(sizes):
+        explanations.append(Explanation(method, resize_map(outputs[map_name][i], size), signed, float(outputs["logit"][i]),
                                         {name: float(outputs[name][i]) for name in scalars}))
     return explanations

@@ -76,6 +76,14 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=interpolation)
 
 
+def resize_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bring a float 2-D map (heatmap, attribution) to (height, width) bilinearly; a no-op at that size already."""
+    height, width = size
+    if values.shape == (height, width):
+        return values
+    return cv2.resize(values.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+
+
 def load_for_model(source: ImageSource, size: tuple[int, int]) -> np.ndarray:
     """Decode and resize in one step: the uint8 HxWx3 RGB array that an artifact's graph takes."""
     return resize_image(decode_image(source), size)

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from auditor_rt.runtime.errors import OutputError
+from auditor_rt.runtime.imageio import resize_map
 from auditor_rt.runtime.regions import Region
 
 
@@ -41,9 +42,7 @@ def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45, signed: bo
     Signed maps (pixel attributions) are sparse: scaled by their max, almost everything would be near zero and the
     image would drown in white. They are scaled by the 99.5th percentile of |v| instead, and blended in proportion to
     their magnitude, so the photograph shows where there is no evidence either way."""
-    height, width = image.shape[:2]
-    if heat.shape != (height, width):
-        heat = cv2.resize(heat.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    heat = resize_map(heat, image.shape[:2])
     if not signed:
         return cv2.addWeighted(image, 1.0 - alpha, colorize(heat), alpha, 0.0)
     scale = float(np.percentile(np.abs(heat), 99.5)) or float(np.abs(heat).max()) or 1.0

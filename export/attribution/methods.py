@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from auditor_rt.export.attribution.compiler import compile_gradient
+from auditor_rt.export.classifier import resolve_target
 from auditor_rt.export.graphs import AuditModule
 from auditor_rt.runtime.errors import ConfigError
 
@@ -90,8 +91,6 @@ class Attribution(nn.Module):
         x = self.normalize(image)
         if self.takes_target:
             with torch.no_grad():  # -1 is the predicted class, fixed before any path or noise is added
-                from auditor_rt.export.classifier import resolve_target
-
                 target = resolve_target(self.model.logits(x), target)
         return self.explain(x, target=target, noise=noise, baseline=baseline)
 
