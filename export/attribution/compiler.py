@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch.fx.experimental.proxy_tensor import make_fx
+from torch.overrides import TorchFunctionMode
 
 from auditor_rt.export.attribution.rules import gradient_decompositions
 from auditor_rt.runtime.errors import ExportError
@@ -17,6 +19,19 @@ def backward_ops_left(graph_module: torch.fx.GraphModule) -> list[str]:
                    if node.op == "call_function" and "backward" in str(node.target)})
 
 
+class _FlattenedLinear(TorchFunctionMode):
+    """``F.linear`` on a [N, T, C] input, under ``torch.func.grad``, guards the traced batch size to a constant
+    (its C++ kernel folds the leading dims with concrete ints), so a transformer's graph would only run at the
+    traced batch. Folding the leading dims in Python first keeps them symbolic; the arithmetic is the same."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.linear and args and isinstance(args[0], torch.Tensor) and args[0].dim() > 2:
+            x = args[0]
+            return func(x.flatten(0, -2), *args[1:], **kwargs).unflatten(0, x.shape[:-1])
+        return func(*args, **kwargs)
+
+
 def compile_gradient(fn: Callable, *example: torch.Tensor) -> torch.fx.GraphModule:
     """``fn`` computes attributions with ``torch.func`` (grad/vjp); the result is the same computation with every
     backward op written as forward ops. Trace with a batch of at least 2: symbolic tracing specialises size-1 dims.
@@ -26,8 +41,9 @@ def compile_gradient(fn: Callable, *example: torch.Tensor) -> torch.fx.GraphModu
     """
     functional = torch.func.functionalize(fn, remove="mutations_and_views")
     try:
-        graph_module = make_fx(functional, decomposition_table=gradient_decompositions(), tracing_mode="symbolic",
-                               _allow_non_fake_inputs=True)(*example)
+        with _FlattenedLinear():
+            graph_module = make_fx(functional, decomposition_table=gradient_decompositions(),
+                                   tracing_mode="symbolic", _allow_non_fake_inputs=True)(*example)
     except NotImplementedError as exc:
         raise ExportError(f"cannot write the backward pass as forward ops: {exc}") from None
     left = backward_ops_left(graph_module)
@@ -40,7 +56,7 @@ def compile_gradient(fn: Callable, *example: torch.Tensor) -> torch.fx.GraphModu
 
 def check_batch_is_free(graph_module: torch.fx.GraphModule, example) -> None:
     """Run the traced graph at another batch size. Symbolic tracing can still pin the batch to the traced size
-    (seen with timm's ViT attention under torch.func.grad); such a graph would fail, or worse, at run time."""
+    (``F.linear`` on tokens did, before ``_FlattenedLinear``); such a graph would fail, or worse, at run time."""
     bigger = [torch.cat([value, value[:1]]) if isinstance(value, torch.Tensor) and value.dim() else value
               for value in example]
     try:

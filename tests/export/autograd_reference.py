@@ -55,6 +55,9 @@ def autograd_reference(method: str, module, audit, x: torch.Tensor, noise: torch
         grads = [input_grad(audit, x + module.noise_level * spread * noise[:, s])[0].abs() for s in range(noise.shape[1])]
         return {"logit": input_grad(audit, x)[1], "smoothgrad": torch.stack(grads).mean(0).amax(1)}
     activation, grad = stage_grad(audit, x, module.stage)
+    if activation.dim() == 3:  # ViT tokens [N, T, C]: the patch tokens as a [N, C, side, side] grid
+        side = int((activation.shape[1] - audit.features.num_prefix_tokens) ** 0.5)
+        activation, grad = (t[:, -side * side:].permute(0, 2, 1).unflatten(2, (side, side)) for t in (activation, grad))
     if method == "gradcam":
         weights = grad.mean((2, 3), keepdim=True)
     else:

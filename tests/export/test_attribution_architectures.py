@@ -47,12 +47,7 @@ def audit_module(name: str, size: int) -> AuditModule:
     return AuditModule(Normalize(*preprocessing_of(model)), features, head, (size, size)).eval()
 
 
-VIT_GAP = ("timm ViT: symbolic tracing of torch.func.grad pins the batch size in the attention block's qkv reshape, "
-           "so the export is refused (ExportError) rather than shipping a graph that only runs at batch 2")
-
-
-@pytest.mark.parametrize("arch", [pytest.param(a, marks=pytest.mark.xfail(strict=True, reason=VIT_GAP))
-                                  if a.startswith("vit") else a for a in sorted(ARCHITECTURES)])
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 def test_every_method_matches_autograd(arch, tmp_path):
     size = ARCHITECTURES[arch]
     audit = audit_module(arch, size)

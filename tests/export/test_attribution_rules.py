@@ -112,3 +112,20 @@ def test_attention_rule_matches_aten():
     actual = flash_attention_backward(grad_out, q, k, v, out, logsumexp, 0.0, False)
     for a, e in zip(actual, expected):
         close(a, e)
+
+
+def test_linear_on_tokens_keeps_the_batch_free():
+    """F.linear on [N, T, C] under torch.func.grad pins N while tracing unless the compiler folds the leading dims."""
+    torch.manual_seed(0)
+    embed, mix = torch.nn.Linear(6, 8), torch.nn.Linear(8, 3)
+
+    def score(tokens):
+        hidden = F.gelu(embed(tokens))
+        attended = F.scaled_dot_product_attention(hidden[:, None], hidden[:, None], hidden[:, None])[:, 0]
+        return mix(attended).sum()
+
+    compiled = compile_gradient(lambda x: torch.func.grad(score)(x), torch.randn(2, 5, 6))
+    for batch in (1, 3, 4):
+        x = torch.randn(batch, 5, 6, generator=torch.Generator().manual_seed(batch)).requires_grad_(True)
+        expected, = torch.autograd.grad(score(x), x)
+        close(compiled(x.detach()), expected)
