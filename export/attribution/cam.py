@@ -34,20 +34,36 @@ def stage_names(audit: AuditModule) -> list[str]:
     return [info["module"] for info in audit.features.model.feature_info]
 
 
+def _reads_class_token_only(audit: AuditModule) -> bool:
+    """A classifier that pools the class token: after its last block, patch tokens no longer reach the logits."""
+    model = audit.features.model
+    return audit.takes_target and audit.features.num_prefix_tokens > 0 and getattr(model, "global_pool", "") == "token"
+
+
 def _stage_module(audit: AuditModule, stage: str | int | None) -> tuple[str, torch.nn.Module]:
+    """A stage by feature_info index or name, or any module by its dotted name. The default is the last stage, except
+    for class-token classifiers (ViT), where it is the last block's first norm (the input of its attention): the
+    last block's patch-token outputs have no gradient there."""
+    model = audit.features.model
     names = stage_names(audit)
     if stage is None or stage == -1:
         name = names[-1]
+        if _reads_class_token_only(audit) and isinstance(getattr(model.get_submodule(name), "norm1", None),
+                                                         torch.nn.Module):
+            name = f"{name}.norm1"
     elif isinstance(stage, int) or str(stage).lstrip("-").isdigit():
         index = int(stage)
         if not -len(names) <= index < len(names):
             raise ConfigError(f"stage {index} out of range: the backbone has stages 0..{len(names) - 1} ({names})")
         name = names[index]
-    elif stage in names:
-        name = stage
     else:
-        raise ConfigError(f"unknown stage {stage!r}; the backbone's feature_info stages are {names}")
-    return name, audit.features.model.get_submodule(name)
+        name = str(stage)
+        try:
+            model.get_submodule(name)
+        except AttributeError:
+            raise ConfigError(f"unknown stage {stage!r}; the backbone's feature_info stages are {names} "
+                              "(any module name of the model works too)") from None
+    return name, model.get_submodule(name)
 
 
 class CamOutputs(NamedTuple):
@@ -100,6 +116,12 @@ class GradCam(Attribution):
             self.compiled = compile_gradient(traced, x, *example_target(audit, len(x)))
         finally:
             handle.remove()
+        target = example_target(audit, len(x))
+        with torch.no_grad():
+            grad = self.gradient(x, target[0] if target else None)[0]
+        if not bool(_as_grid(grad, self.prefix_tokens).abs().amax()):
+            raise ConfigError(f"Grad-CAM at stage {self.stage!r}: the output's gradient there is zero on every "
+                              "cell, so every map would be blank; choose an earlier stage with --cam-stage")
 
     def params(self) -> dict:
         return {"stage": self.stage}

@@ -110,3 +110,40 @@ def test_out_of_range_target_is_refused(classifier_artifact):
 
     with Auditor.load(classifier_artifact) as auditor, pytest.raises(ConfigError, match="outside 0..9"):
         auditor.explain(images(1), "saliency", targets=[10])
+
+
+def test_vit_classifier_gradcam_defaults_to_a_stage_with_gradient():
+    """A class-token ViT reads only the class token after its last block: Grad-CAM there would be blank, so the
+    default stage is that block's norm1, and asking for the blank stage is refused."""
+    import torch.nn.functional as F
+
+    from auditor_rt.export.attribution import create_attribution
+    from auditor_rt.export.backbone import Normalize, preprocessing_of
+    from auditor_rt.export.classifier import ClassifierModule
+    from auditor_rt.runtime.errors import ConfigError
+
+    torch.manual_seed(0)
+    model = timm.create_model("test_vit", pretrained=False, num_classes=4).eval()
+    audit = ClassifierModule(Normalize(*preprocessing_of(model)), model, (160, 160)).eval()
+    example = torch.randint(0, 256, (2, 160, 160, 3), dtype=torch.uint8)
+    cam = create_attribution("gradcam", audit, example)
+    assert cam.stage.endswith(".norm1")
+    with pytest.raises(ConfigError, match="zero on every cell"):
+        create_attribution("gradcam", audit, example, stage=-1 + len(audit.features.model.feature_info))
+
+    image = torch.randint(0, 256, (1, 160, 160, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
+    captured = {}
+    handle = model.get_submodule(cam.stage).register_forward_hook(
+        lambda module, inputs, output: captured.setdefault("act", output))
+    x = audit.normalize(image)
+    logits = model(x)
+    handle.remove()
+    activation = captured["act"]
+    grad, = torch.autograd.grad(logits[0, 2], activation)
+    side = 160 // 16
+    as_grid = lambda t: t[:, 1:].permute(0, 2, 1).unflatten(2, (side, side))  # noqa: E731
+    expected = F.relu((as_grid(grad).mean((2, 3), keepdim=True) * as_grid(activation)).sum(1))
+    with torch.no_grad():
+        actual = cam(image, target=torch.tensor([2])).cam_raw
+    assert expected.abs().max() > 0
+    torch.testing.assert_close(actual, expected.detach(), rtol=1e-4, atol=1e-5 * float(expected.abs().max()))
