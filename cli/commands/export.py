@@ -10,13 +10,16 @@ import click
               help="Compare every exported graph with PyTorch in ONNX Runtime.")
 @click.option("--attribution", "attributions", default="", metavar="METHODS",
               help="Comma-separated attribution graphs to add: saliency, gradxinput, ig, smoothgrad, gradcam, "
-                   "gradcam++. Their gradients are computed inside the graph, for every input.")
+                   "gradcam++, and rollout (ViT attention rollout, no gradient). Gradients are computed inside the "
+                   "graph, for every input.")
 @click.option("--ig-steps", type=click.IntRange(min=1), default=32, show_default=True,
               help="Integrated gradients: quadrature points, run as one batch.")
 @click.option("--ig-baseline", type=click.Choice(["black", "blur", "input"]), default="black", show_default=True,
               help="Integrated gradients: path start; 'input' adds a 'baseline' image input.")
 @click.option("--smoothgrad-noise", type=click.FloatRange(min=0), default=0.15, show_default=True,
               help="SmoothGrad: noise level as a fraction of each image's value range (the noise is an input).")
+@click.option("--rollout-heads", type=click.Choice(["mean", "max"]), default="mean", show_default=True,
+              help="Attention rollout: how each layer's heads are fused.")
 @click.option("--classifier", default=None, metavar="TIMM_NAME",
               help="Instead of a CHECKPOINT: audit a plain timm classifier with its own head. The class to explain "
                    "is an input (default: the predicted class).")
@@ -26,10 +29,11 @@ import click
               help="With --classifier: the head size of a fine-tuned model (default: the model's own).")
 @click.option("--input-size", type=click.IntRange(min=32), default=None,
               help="With --classifier: the square input size (default: the model's pretrained size).")
-@click.option("--cam-stage", default=None, help="Grad-CAM stage: a timm feature_info index or module name "
-                                                "(default: the last).")
-def command(checkpoint, out, name, opset, check, attributions, ig_steps, ig_baseline, smoothgrad_noise, classifier,
-            weights, num_classes, input_size, cam_stage):
+@click.option("--cam-stage", default=None, help="Grad-CAM stage: a timm feature_info index or any module "
+                                                "name (default: the last stage; for a class-token ViT classifier, "
+                                                "the last block's norm1).")
+def command(checkpoint, out, name, opset, check, attributions, ig_steps, ig_baseline, smoothgrad_noise, rollout_heads,
+            classifier, weights, num_classes, input_size, cam_stage):
     """Export a trained CHECKPOINT folder (or, with --classifier, a plain timm classifier) to an artifact: the
     audit (or classify) graph, attribution graphs, weights.bin and manifest.json."""
     from auditor_rt.cli.reporting import print_export
@@ -38,7 +42,8 @@ def command(checkpoint, out, name, opset, check, attributions, ig_steps, ig_base
 
     methods = [m.strip() for m in attributions.split(",") if m.strip()]
     params = {"ig": {"steps": ig_steps, "baseline": ig_baseline}, "smoothgrad": {"noise_level": smoothgrad_noise},
-              "gradcam": {"stage": cam_stage}, "gradcam++": {"stage": cam_stage}}
+              "gradcam": {"stage": cam_stage}, "gradcam++": {"stage": cam_stage},
+              "rollout": {"head_fusion": rollout_heads}}
     if (checkpoint is None) == (classifier is None):
         raise click.UsageError("give a trained CHECKPOINT folder, or --classifier TIMM_NAME, but not both")
     if classifier:

@@ -5,7 +5,7 @@ PyTorch's autograd builds the joint forward+backward graph (``torch.func.grad`` 
 Methods register themselves by name; importing this package registers them all.
 """
 
-from auditor_rt.export.attribution import cam, paths  # noqa: F401  (register gradcam, gradcam++, ig, smoothgrad)
+from auditor_rt.export.attribution import cam, paths, rollout  # noqa: F401  (register gradcam(++), ig, smoothgrad, rollout)
 from auditor_rt.export.attribution.methods import ATTRIBUTIONS, create_attribution, register_attribution
 
 __all__ = ["ATTRIBUTIONS", "create_attribution", "register_attribution"]
