@@ -23,13 +23,17 @@ def close(actual, expected, tol=1e-5):
 
 @pytest.mark.parametrize("in_ch, out_ch, kernel, stride, padding, dilation, groups, size", [
     (3, 8, 3, 1, 1, 1, 1, 17),     # plain 3x3 (stride-1 path: flipped conv)
-    (4, 6, 7, 2, 3, 1, 1, 32),     # stem-like 7x7 stride 2 (transposed-conv path)
+    (4, 6, 7, 2, 3, 1, 1, 32),     # stem-like 7x7 stride 2 (sub-pixel path: few input channels)
     (8, 8, 3, 1, 1, 1, 8, 15),     # depthwise
     (6, 12, 3, 2, 1, 1, 3, 16),    # grouped, stride 2, even input (output padding needed)
     (6, 12, 3, 2, 1, 1, 3, 17),    # grouped, stride 2, odd input
     (5, 7, 3, 1, 2, 2, 1, 13),     # dilated
     (4, 4, 1, 2, 0, 1, 1, 9),      # 1x1 stride 2 (shortcut), input larger than the conv can reach
     (3, 5, 4, 4, 0, 1, 1, 18),     # patchify with a remainder
+    (4, 6, 3, 4, 1, 1, 2, 19),     # stride above the kernel: phases no tap reaches are zeros
+    (6, 6, 5, 2, 2, 1, 6, 20),     # depthwise 5x5 stride 2 (EfficientNet)
+    (4, 6, 3, 2, 1, 2, 1, 21),     # dilated and strided (transposed-conv path)
+    (24, 8, 3, 2, 1, 1, 1, 16),    # wide strided layer (transposed-conv path: faster there in ORT)
 ])
 def test_convolution_rule_matches_aten(in_ch, out_ch, kernel, stride, padding, dilation, groups, size):
     generator = torch.Generator().manual_seed(in_ch * 100 + size)
@@ -129,3 +133,14 @@ def test_linear_on_tokens_keeps_the_batch_free():
         x = torch.randn(batch, 5, 6, generator=torch.Generator().manual_seed(batch)).requires_grad_(True)
         expected, = torch.autograd.grad(score(x), x)
         close(compiled(x.detach()), expected)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.5, -1.0])
+def test_threshold_rule_matches_aten(threshold):
+    from auditor_rt.export.attribution.rules import threshold_backward
+
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 3, 9, 9, generator=generator)
+    x[0, 0, :3] = threshold  # exactly at the threshold: no gradient, as in ATen
+    grad = torch.randn(x.shape, generator=generator)
+    close(threshold_backward(grad, x, threshold), aten.threshold_backward(grad, x, threshold), tol=0)
