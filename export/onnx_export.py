@@ -53,7 +53,7 @@ def export_graph(module: torch.nn.Module, path: Path, example: torch.Tensor | tu
         dims = {0: "batch", **(dynamic or {}).get(name, {})}
         shapes[name] = {axis: symbols.setdefault(symbol, torch.export.Dim(symbol, min=1, max=4096))
                         for axis, symbol in dims.items()}
-    with warnings.catch_warnings(), _quiet_loggers("onnxscript", "torch.onnx", "torch.export"):
+    with warnings.catch_warnings(), _quiet_loggers("onnxscript", "torch.onnx", "torch.export"), _raw_batch_norms():
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(module, (), str(path), kwargs=inputs, dynamo=True, input_names=list(input_names),
@@ -62,6 +62,30 @@ def export_graph(module: torch.nn.Module, path: Path, example: torch.Tensor | tu
         except Exception as exc:  # the exporter raises many types; the user needs the cause, not the stack
             raise ExportError(f"torch.onnx.export failed for {type(module).__name__}: {exc}") from exc
     return output_names
+
+
+@contextlib.contextmanager
+def _raw_batch_norms():
+    """Keep BatchNormalization unfused in the exported file, so that every graph of an artifact stores the same
+    raw convolution weights and ``weights.bin`` holds the backbone once (ONNX Runtime fuses Conv + BN when it loads
+    a session, so run time is the same). The exporter's optimiser fuses BN into the convolutions of forward-only
+    graphs, but not where the backward pass needs the raw weights too, which stored a second, fused copy (179 MB
+    instead of 90 MB for resnet50). onnxscript offers no switch for one rule: its rule list is swapped for the
+    export, and left as is if its layout ever changes (costing disk space only)."""
+    try:
+        from onnxscript import rewriter
+        from onnxscript.rewriter import _fuse_batchnorm
+
+        default = rewriter._DEFAULT_REWRITE_RULES
+        fusing = set(_fuse_batchnorm.rules)
+    except (ImportError, AttributeError, TypeError):
+        yield
+        return
+    rewriter._DEFAULT_REWRITE_RULES = tuple(rule for rule in default if rule not in fusing)
+    try:
+        yield
+    finally:
+        rewriter._DEFAULT_REWRITE_RULES = default
 
 
 @contextlib.contextmanager
