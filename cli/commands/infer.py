@@ -18,10 +18,28 @@ from auditor_rt.cli.options import backend_options
 @click.option("--explain", default=None, metavar="METHOD",
               help="Also run this attribution graph of the artifact (e.g. gradcam, ig) and save its maps as "
                    "overlays: red/blue for signed maps, a sequential colormap for unsigned ones.")
+@click.option("--vid-stride", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Video sources: score every Nth frame.")
+@click.option("--stream-buffer", type=click.Choice(["all", "latest"]), default="all", show_default=True,
+              help="Video sources: 'all' scores every frame; 'latest' keeps only the newest (low latency on live "
+                   "streams; drops are counted).")
+@click.option("--read-timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+              help="Seconds before a blocked network read is cut.")
+@click.option("--reconnect-attempts", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Live streams: reopen attempts after a drop (backoff doubles each time).")
+@click.option("--reconnect-delay", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Live streams: seconds before the first reopen attempt.")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Video sources: stop after N frames.")
+@click.option("--duration", type=click.FloatRange(min=0.1), default=None, help="Video sources: stop after S seconds.")
+@click.option("--only-positive", is_flag=True, help="Video sources: save overlays of risk frames only.")
+@click.option("--every-n-seconds", type=click.FloatRange(min=0), default=0.0,
+              help="Video sources: save at most one overlay per source every S seconds of video.")
 @backend_options
-def command(artifact, sources, out, batch, recursive, save_overlays, region_threshold, as_json, explain, backend,
-            providers, threads):
-    """Audit images with an exported ARTIFACT. SOURCES are image files, folders and globs."""
+def command(artifact, sources, out, batch, recursive, save_overlays, region_threshold, as_json, explain, vid_stride,
+            stream_buffer, read_timeout, reconnect_attempts, reconnect_delay, max_frames, duration, only_positive,
+            every_n_seconds, backend, providers, threads):
+    """Audit images with an exported ARTIFACT. SOURCES are image files, folders and globs; or video files,
+    webcam indexes (0) and stream URLs (rtsp://, http:// MJPEG or video), each tagged by its source_id."""
     import json
 
     from auditor_rt.cli.options import parse_providers
@@ -29,6 +47,22 @@ def command(artifact, sources, out, batch, recursive, save_overlays, region_thre
     from auditor_rt.runtime.infer import run_inference
     from auditor_rt.runtime.runfolder import next_run_folder
     from auditor_rt.runtime.sources import expand_sources
+    from auditor_rt.runtime.streams import StreamOptions, is_video_source
+
+    videos = [source for source in sources if is_video_source(source)]
+    if videos:
+        if len(videos) != len(sources):
+            raise CliError("give either images (files, folders, globs) or video sources (video files, webcams, "
+                           "stream URLs) in one run, not both")
+        if explain:
+            raise CliError("--explain is for images; video sources are scored with the audit graph only")
+        options = StreamOptions(vid_stride=vid_stride, buffer=stream_buffer, read_timeout=read_timeout,
+                                reconnect_attempts=reconnect_attempts, reconnect_delay=reconnect_delay)
+        with Auditor.load(artifact, backend=backend, providers=parse_providers(providers), threads=threads,
+                          batch_size=batch, region_threshold=region_threshold) as auditor:
+            _stream(auditor, videos, next_run_folder(out), options, max_frames, duration, save_overlays,
+                    only_positive, every_n_seconds, as_json)
+        return
 
     items = expand_sources(sources, recursive=recursive)
     with Auditor.load(artifact, backend=backend, providers=parse_providers(providers), threads=threads,
@@ -55,3 +89,34 @@ def command(artifact, sources, out, batch, recursive, save_overlays, region_thre
             click.echo(f"overlays: {folder / 'overlays'}  contact sheet: {folder / 'contact_sheet.png'}")
     if not summary.ok:
         raise CliError(f"no image could be audited ({summary.errors} errors, listed in {folder / 'results.jsonl'})", 1)
+
+
+def _stream(auditor, sources, folder, options, max_frames, duration, save_overlays, only_positive, every_n_seconds,
+            as_json) -> None:
+    import json
+    import time
+
+    from auditor_rt.runtime.stream_infer import SaveRule, run_stream
+
+    err = click.get_text_stream("stderr")
+    began = time.perf_counter()
+
+    def progress(summary, depth):
+        fps = summary.ok / max(time.perf_counter() - began, 1e-9)
+        err.write(f"\r{summary.ok} frames, {fps:.1f} fps, {summary.positives} risk, {summary.events} events, "
+                  f"{summary.errors} errors, queue {depth}  ")
+        err.flush()
+
+    save = SaveRule(enabled=save_overlays, only_positive=only_positive, every_n_seconds=every_n_seconds)
+    summary = run_stream(auditor, sources, folder, options, max_frames=max_frames, duration=duration, save=save,
+                         progress=progress)
+    err.write("\n")
+    if as_json:
+        click.echo(json.dumps(summary.to_dict()))
+    else:
+        stopped = f", stopped by {summary.stopped_by}" if summary.stopped_by else ""
+        click.echo(f"{summary.ok} frames ok, {summary.errors} errors, {summary.events} events, {summary.dropped} "
+                   f"dropped in {summary.seconds:.1f} s ({summary.fps:.1f} fps){stopped}")
+        click.echo(f"results: {folder / 'results.jsonl'}")
+    if not summary.ok:
+        raise CliError(f"no frame could be audited ({summary.errors} errors, listed in {folder / 'results.jsonl'})", 1)

@@ -1,0 +1,240 @@
+"""``infer`` on video sources as overlapped stages: one reader thread per source (decode), batching and inference
+on the calling thread, and a writer thread (JSONL records and overlays) behind a bounded queue, so a slow disk
+does not stall decoding and memory stays bounded on an endless stream.
+
+Every frame scored gives one ``ok`` record. Every disconnect, reconnect and end of a source gives an ``event``
+record, and a source that fails or gives up gives one ``error`` record. Ctrl-C or SIGTERM stops the readers, and
+what was read is still scored and written, so the JSONL stays valid line by line.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from auditor_rt.runtime.auditor import Auditor
+from auditor_rt.runtime.streams import Frame, StreamOptions, VideoReader
+from auditor_rt.runtime.visualize import draw_caption, draw_regions, overlay, write_rgb
+
+WRITE_QUEUE = 64
+IDLE_WAIT_S = 0.005
+
+
+@dataclass
+class StreamSummary:
+    folder: Path
+    ok: int = 0
+    errors: int = 0
+    events: int = 0
+    positives: int = 0
+    dropped: int = 0
+    decoded: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    stopped_by: str = ""  # "", "max-frames", "duration" or "interrupt"
+
+    @property
+    def fps(self) -> float:
+        return self.ok / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict:
+        return {"run_folder": str(self.folder), "ok": self.ok, "errors": self.errors, "events": self.events,
+                "dropped": self.dropped, "positives": self.positives, "decoded": self.decoded,
+                "seconds": round(self.seconds, 3), "fps": round(self.fps, 2), "stopped_by": self.stopped_by,
+                "results": str(self.folder / "results.jsonl")}
+
+
+@dataclass
+class SaveRule:
+    """Which scored frames get an overlay image: all, only positives, at most one per source every N seconds."""
+
+    enabled: bool = True
+    only_positive: bool = False
+    every_n_seconds: float = 0.0
+    _last: dict[str, float] = field(default_factory=dict)
+
+    def wants(self, frame: Frame, positive: bool) -> bool:
+        if not self.enabled or (self.only_positive and not positive):
+            return False
+        last = self._last.get(frame.source_id)
+        if self.every_n_seconds and last is not None and frame.timestamp - last < self.every_n_seconds:
+            return False
+        self._last[frame.source_id] = frame.timestamp
+        return True
+
+
+class _Writer(threading.Thread):
+    """Writes records (and overlay images) in arrival order; the queue bounds what waits in memory. The file is
+    opened by the caller's thread, so that an unwritable run folder fails the run at once. After a write error
+    the writer keeps taking jobs (and drops them), so that the stages feeding it never block; the run then stops
+    and raises that error."""
+
+    def __init__(self, folder: Path):
+        super().__init__(name="writer", daemon=True)
+        self.folder = folder
+        self.handle = open(folder / "results.jsonl", "w")
+        self.jobs: queue.Queue = queue.Queue(maxsize=WRITE_QUEUE)
+        self.failure: BaseException | None = None
+
+    def run(self) -> None:
+        overlays = self.folder / "overlays"
+        with self.handle:
+            while (job := self.jobs.get()) is not None:
+                if self.failure is not None:
+                    continue
+                record, picture = job
+                try:
+                    if picture is not None:
+                        overlays.mkdir(exist_ok=True)
+                        name = overlays / f"{_safe(record['source_id'])}_{record['frame']:07d}.jpg"
+                        write_rgb(name, picture)
+                        record["overlay"] = str(name)
+                    self.handle.write(json.dumps(record) + "\n")
+                    self.handle.flush()
+                except Exception as exc:  # noqa: BLE001 - kept, reported by the run, never lost silently
+                    self.failure = exc
+
+
+def _safe(source_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in source_id)[-60:]
+
+
+def run_stream(auditor: Auditor, sources: Sequence[str], folder: Path, options: StreamOptions | None = None,
+               max_frames: int | None = None, duration: float | None = None, save: SaveRule | None = None,
+               progress: Callable[[StreamSummary, int], None] | None = None) -> StreamSummary:
+    """Score every frame that the readers deliver, in batches of ``auditor.batch_size``, until every source has
+    ended, ``max_frames`` frames were scored, ``duration`` seconds passed, or the run is interrupted."""
+    options = options or StreamOptions()
+    save = save or SaveRule()
+    summary = StreamSummary(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    writer = _Writer(folder)
+    readers = [VideoReader(source, options, stop) for source in sources]
+    previous = _on_sigterm(stop, summary)
+    start = time.perf_counter()
+    writer.start()
+    for reader in readers:
+        reader.start()
+    try:
+        turn = 0
+        while True:
+            if duration is not None and time.perf_counter() - start >= duration and not stop.is_set():
+                summary.stopped_by = summary.stopped_by or "duration"
+                stop.set()
+            batch, turn = _collect(readers, auditor.batch_size, turn, summary, writer)
+            if batch:
+                if max_frames is not None:
+                    batch = batch[:max(0, max_frames - summary.ok)]
+                _score(auditor, batch, summary, writer, save)
+                if max_frames is not None and summary.ok >= max_frames and not stop.is_set():
+                    summary.stopped_by = "max-frames"
+                    stop.set()
+                if progress is not None:
+                    progress(summary, sum(r.buffer.depth for r in readers))
+            elif all(r.buffer.drained for r in readers):
+                break
+            else:
+                readers[turn % len(readers)].buffer.wait(IDLE_WAIT_S)
+            if writer.failure is not None:
+                stop.set()
+                break
+    except KeyboardInterrupt:
+        summary.stopped_by = "interrupt"
+        stop.set()
+        _drain_events(readers, summary, writer)
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join(timeout=options.read_timeout + 1)
+        writer.jobs.put(None)
+        writer.join()
+        _restore_sigterm(previous)
+    summary.seconds = time.perf_counter() - start
+    summary.dropped = sum(r.buffer.dropped for r in readers)
+    summary.decoded = {r.source_id: r.decoded for r in readers}
+    (folder / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+    if writer.failure is not None:
+        raise writer.failure
+    return summary
+
+
+def _collect(readers, size: int, turn: int, summary: StreamSummary, writer: _Writer) -> tuple[list[Frame], int]:
+    """Up to ``size`` frames, taken round-robin so that no source starves; events are written as they come."""
+    batch: list[Frame] = []
+    idle = 0
+    while len(batch) < size and idle < len(readers):
+        reader = readers[turn % len(readers)]
+        turn += 1
+        item = reader.buffer.get_nowait()
+        if item is None:
+            idle += 1
+            continue
+        idle = 0
+        if item.event == "frame":
+            batch.append(item)
+        else:
+            _write_event(item, summary, writer)
+    return batch, turn
+
+
+def _drain_events(readers, summary: StreamSummary, writer: _Writer) -> None:
+    for reader in readers:
+        while (item := reader.buffer.get_nowait()) is not None:
+            if item.event != "frame":
+                _write_event(item, summary, writer)
+
+
+def _write_event(item: Frame, summary: StreamSummary, writer: _Writer) -> None:
+    if item.event == "error":
+        summary.errors += 1
+        record = {"source_id": item.source_id, "status": "error", "error": f"{item.source_id}: {item.detail}"}
+    else:
+        summary.events += 1
+        record = {"source_id": item.source_id, "status": "event", "event": item.event, "detail": item.detail,
+                  "timestamp": round(item.timestamp, 3)}
+    writer.jobs.put((record, None))
+
+
+def _score(auditor: Auditor, batch: list[Frame], summary: StreamSummary, writer: _Writer, save: SaveRule) -> None:
+    if not batch:
+        return
+    began = time.perf_counter()
+    images = [frame.image for frame in batch]
+    results = auditor.classify_arrays(images) if auditor.is_classifier else auditor.audit_arrays(images)
+    infer_ms = (time.perf_counter() - began) * 1000 / len(batch)
+    for frame, result in zip(batch, results):
+        positive = bool(getattr(result, "label", False))
+        record = {"source_id": frame.source_id, "frame": frame.index, "timestamp": round(frame.timestamp, 3),
+                  "status": "ok", **result.to_dict(), "timings": {"infer_ms": round(infer_ms, 2)}}
+        picture = None
+        if not auditor.is_classifier and save.wants(frame, positive):
+            picture = overlay(frame.image, result.heatmap)
+            picture = draw_regions(picture, result.regions) if positive else picture
+            picture = draw_caption(picture, f"{'RISK' if positive else 'ok'} {result.score:.3f}")
+        writer.jobs.put((record, picture))
+        summary.ok += 1
+        summary.positives += positive
+
+
+def _on_sigterm(stop: threading.Event, summary: StreamSummary):
+    """SIGTERM stops the readers like Ctrl-C does (main thread only; elsewhere signals cannot be set); what was
+    read is still scored and written."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        summary.stopped_by = summary.stopped_by or "interrupt"
+        stop.set()
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _restore_sigterm(previous) -> None:
+    if previous is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, previous)

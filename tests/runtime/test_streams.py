@@ -1,0 +1,204 @@
+"""Video sources for real: a generated video file, and an HTTP MJPEG server on loopback that the test kills
+mid-stream and restarts. Records must equal the frames read; drops and reconnects must be recorded."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import socketserver
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from auditor_rt.runtime import Auditor
+from auditor_rt.runtime.errors import ConfigError
+from auditor_rt.runtime.stream_infer import SaveRule, run_stream
+from auditor_rt.runtime.streams import Frame, FrameBuffer, StreamOptions, is_video_source
+
+
+def write_video(path: Path, frames: int, size=(96, 72), fps: float = 10.0) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    for i in range(frames):
+        image = np.full((size[1], size[0], 3), (i * 11) % 256, np.uint8)
+        cv2.putText(image, str(i), (5, 40), cv2.FONT_HERSHEY_SIMPLEX, 1, (255, 255, 255), 2)
+        writer.write(image)
+    writer.release()
+    return path
+
+
+def records(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+
+
+def test_video_source_kinds():
+    assert is_video_source("clip.mp4") and is_video_source("0") and is_video_source("rtsp://127.0.0.1/x")
+    assert is_video_source("http://127.0.0.1:8080/stream.mjpg") and not is_video_source("photo.jpg")
+    with pytest.raises(ConfigError, match="stream-buffer"):
+        StreamOptions(buffer="newest")
+
+
+def test_latest_buffer_keeps_the_newest_frame_and_every_event():
+    buffer, stop = FrameBuffer("latest"), threading.Event()
+    for i in range(5):
+        buffer.put(Frame("cam", i, float(i), np.zeros((2, 2, 3), np.uint8)), stop)
+    buffer.put(Frame("cam", -1, 5.0, None, "disconnect"), stop)
+    first, second = buffer.get_nowait(), buffer.get_nowait()
+    assert first.event == "disconnect" and second.index == 4 and buffer.dropped == 4
+    assert buffer.get_nowait() is None
+
+
+def test_video_file_gives_one_record_per_frame(artifact_dir, tmp_path):
+    video = write_video(tmp_path / "clip.avi", 23)
+    with Auditor.load(artifact_dir, batch_size=4) as auditor:
+        summary = run_stream(auditor, [str(video), str(tmp_path / "missing.mp4")], tmp_path / "run",
+                             save=SaveRule(every_n_seconds=1.0))
+        strided = run_stream(auditor, [str(video)], tmp_path / "strided", StreamOptions(vid_stride=3),
+                             save=SaveRule(enabled=False))
+    rows = records(tmp_path / "run")
+    frames = [r for r in rows if r["status"] == "ok"]
+    assert summary.ok == len(frames) == summary.decoded[str(video)] == 23
+    assert [r["frame"] for r in frames] == list(range(23))
+    assert [r["event"] for r in rows if r["status"] == "event"] == ["end"]
+    errors = [r for r in rows if r["status"] == "error"]
+    assert len(errors) == 1 and "missing.mp4" in errors[0]["error"] and "no such video file" in errors[0]["error"]
+    assert frames[5]["timestamp"] == pytest.approx(0.5, abs=0.11)  # 10 fps
+    assert len(list((tmp_path / "run" / "overlays").glob("*.jpg"))) == 3  # one per second of video: 0, 1, 2 s
+    assert [r["frame"] for r in records(tmp_path / "strided") if r["status"] == "ok"] == list(range(0, 23, 3))
+    assert strided.decoded[str(video)] == 23 and strided.ok == 8
+    print(f"\nvideo: {summary.ok} ok, {summary.errors} error, {summary.events} event, decoded {summary.decoded}")
+
+
+class MjpegServer:
+    """A real HTTP MJPEG server (multipart/x-mixed-replace) on a loopback port, which can be killed and restarted
+    on the same port."""
+
+    def __init__(self, port: int = 0):
+        self.frames_sent = 0
+        self.alive = threading.Event()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                while outer.alive.is_set():
+                    image = np.full((72, 96, 3), (outer.frames_sent * 9) % 256, np.uint8)
+                    payload = cv2.imencode(".jpg", image)[1].tobytes()
+                    try:
+                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                                         + str(len(payload)).encode() + b"\r\n\r\n" + payload + b"\r\n")
+                    except OSError:
+                        return
+                    outer.frames_sent += 1
+                    time.sleep(1 / 25)
+
+        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self.server = Server(("127.0.0.1", port), Handler)
+        self.port = self.server.server_address[1]
+        self.alive.set()
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/stream.mjpg"
+
+    def kill(self) -> None:
+        self.alive.clear()  # open responses end: the client sees the stream stop mid-way
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_mjpeg_stream_survives_a_server_restart(artifact_dir, tmp_path):
+    server = MjpegServer()
+    port, url = server.port, server.url
+    options = StreamOptions(read_timeout=2.0, reconnect_attempts=8, reconnect_delay=0.2)
+    result = {}
+
+    def run():
+        with Auditor.load(artifact_dir, batch_size=4) as auditor:
+            result["summary"] = run_stream(auditor, [url], tmp_path / "run", options, duration=6.0,
+                                           save=SaveRule(enabled=False))
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    time.sleep(2.5)
+    server.kill()
+    time.sleep(1.0)
+    restarted = MjpegServer(port)
+    runner.join(timeout=30)
+    restarted.kill()
+    summary = result["summary"]
+    rows = records(tmp_path / "run")
+    events = [r["event"] for r in rows if r["status"] == "event"]
+    assert "disconnect" in events and "reconnect" in events, events
+    cut = events.index("disconnect")
+    position = [i for i, r in enumerate(rows) if r.get("event") == "reconnect"][-1]
+    before = [r for r in rows[:position] if r["status"] == "ok"]
+    after = [r for r in rows[position:] if r["status"] == "ok"]
+    assert before and after and summary.errors == 0 and summary.stopped_by == "duration"
+    assert all(r["source_id"] == url for r in rows)
+    assert summary.ok <= server.frames_sent + restarted.frames_sent  # no frame invented to fill the gap
+    print(f"\nmjpeg: {summary.ok} ok ({len(before)} before the restart, {len(after)} after), events {events[cut:]}, "
+          f"{summary.dropped} dropped, server sent {server.frames_sent} + {restarted.frames_sent}")
+
+
+def test_mjpeg_stream_that_never_returns_ends_with_one_error(artifact_dir, tmp_path):
+    server = MjpegServer()
+    options = StreamOptions(read_timeout=1.0, reconnect_attempts=2, reconnect_delay=0.1, buffer="latest")
+    killer = threading.Timer(1.5, server.kill)
+    killer.start()
+    with Auditor.load(artifact_dir, batch_size=2) as auditor:
+        summary = run_stream(auditor, [server.url], tmp_path / "run", options, duration=20.0,
+                             save=SaveRule(enabled=False))
+    killer.join()
+    rows = records(tmp_path / "run")
+    errors = [r for r in rows if r["status"] == "error"]
+    assert len(errors) == 1 and "did not come back after 2 reconnect attempt(s)" in errors[0]["error"]
+    assert summary.ok > 0 and summary.stopped_by == ""  # the source ended by itself, well before 20 s
+    assert summary.seconds < 15
+    print(f"\nmjpeg gone: {summary.ok} ok, {summary.dropped} dropped (latest), then: {errors[0]['error']}")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_stream_that_cannot_be_opened_gives_an_error_record(artifact_dir, tmp_path):
+    url = f"http://127.0.0.1:{_free_port()}/nothing.mjpg"  # nothing listens there
+    options = StreamOptions(read_timeout=1.0, reconnect_attempts=1, reconnect_delay=0.05)
+    with Auditor.load(artifact_dir) as auditor:
+        summary = run_stream(auditor, [url], tmp_path / "run", options)
+    rows = records(tmp_path / "run")
+    assert summary.ok == 0 and summary.errors == 1 and "could not be opened" in rows[-1]["error"]
+
+
+def test_infer_command_on_a_video(artifact_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from auditor_rt.cli.main import cli
+
+    video = write_video(tmp_path / "clip.avi", 12)
+    result = CliRunner().invoke(cli, ["infer", str(artifact_dir), str(video), "-o", str(tmp_path / "runs"),
+                                      "--json", "--vid-stride", "2", "--max-frames", "4", "--only-positive"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["ok"] == 4 and summary["stopped_by"] == "max-frames" and summary["errors"] == 0
+    frames = [r["frame"] for r in records(Path(summary["run_folder"])) if r["status"] == "ok"]
+    assert frames == [0, 2, 4, 6]
+    mixed = CliRunner().invoke(cli, ["infer", str(artifact_dir), str(video), str(tmp_path / "a.jpg")])
+    assert mixed.exit_code == 2 and "not both" in mixed.output and "Traceback" not in mixed.output
