@@ -20,6 +20,32 @@ class Item:
     error: str | None = None
 
 
+LIST_SUFFIXES = (".txt", ".lst")
+
+
+def expand_list_files(arguments: Iterable[str]) -> list[str]:
+    """Replace each text file argument (.txt, .lst) by the sources it lists, one per line; blank lines and lines
+    starting with # are skipped, and relative paths are taken from the list's own folder. An unreadable list stays
+    as it is, so that it becomes an error record naming it."""
+    expanded: list[str] = []
+    for argument in arguments:
+        path = Path(os.path.expanduser(argument))
+        if path.suffix.lower() not in LIST_SUFFIXES or not path.is_file():
+            expanded.append(argument)
+            continue
+        try:
+            lines = path.read_text().splitlines()
+        except (OSError, UnicodeDecodeError):
+            expanded.append(argument)
+            continue
+        for line in (raw.strip() for raw in lines):
+            if not line or line.startswith("#"):
+                continue
+            is_relative = "://" not in line and not line.isdigit() and not Path(line).is_absolute()
+            expanded.append(str(path.parent / line) if is_relative else line)
+    return expanded
+
+
 def _folder_images(folder: Path, recursive: bool) -> list[Path]:
     pattern = "**/*" if recursive else "*"
     return sorted(p for p in folder.glob(pattern) if p.is_file() and is_image_path(p))

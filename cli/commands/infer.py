@@ -3,6 +3,8 @@ import click
 from auditor_rt.cli.errors import CliError
 from auditor_rt.cli.options import backend_options
 
+STRICT_EXIT = 3  # distinct from 1 (nothing audited) and 2 (usage or artifact errors)
+
 
 @click.command("infer")
 @click.argument("artifact", type=click.Path())
@@ -34,21 +36,28 @@ from auditor_rt.cli.options import backend_options
 @click.option("--only-positive", is_flag=True, help="Video sources: save overlays of risk frames only.")
 @click.option("--every-n-seconds", type=click.FloatRange(min=0), default=0.0,
               help="Video sources: save at most one overlay per source every S seconds of video.")
+@click.option("--strict", is_flag=True,
+              help=f"Exit with code {STRICT_EXIT} when any input gave an error record (default: 0 when any input "
+                   "was audited).")
 @backend_options
 def command(artifact, sources, out, batch, recursive, save_overlays, region_threshold, as_json, explain, vid_stride,
             stream_buffer, read_timeout, reconnect_attempts, reconnect_delay, max_frames, duration, only_positive,
-            every_n_seconds, backend, providers, threads):
-    """Audit images with an exported ARTIFACT. SOURCES are image files, folders and globs; or video files,
-    webcam indexes (0) and stream URLs (rtsp://, http:// MJPEG or video), each tagged by its source_id."""
+            every_n_seconds, strict, backend, providers, threads):
+    """Audit images with an exported ARTIFACT. SOURCES are image files, folders, globs and text files listing
+    sources (one per line); or video files, webcam indexes (0) and stream URLs (rtsp://, http:// MJPEG or video),
+    each tagged by its source_id."""
     import json
 
     from auditor_rt.cli.options import parse_providers
     from auditor_rt.runtime.auditor import Auditor
     from auditor_rt.runtime.infer import run_inference
     from auditor_rt.runtime.runfolder import next_run_folder
-    from auditor_rt.runtime.sources import expand_sources
+    from auditor_rt.runtime.sources import expand_list_files, expand_sources
     from auditor_rt.runtime.streams import StreamOptions, is_video_source
 
+    sources = expand_list_files(sources)
+    if not sources:
+        raise CliError("the source lists name no sources")
     videos = [source for source in sources if is_video_source(source)]
     if videos:
         if len(videos) != len(sources):
@@ -60,8 +69,9 @@ def command(artifact, sources, out, batch, recursive, save_overlays, region_thre
                                 reconnect_attempts=reconnect_attempts, reconnect_delay=reconnect_delay)
         with Auditor.load(artifact, backend=backend, providers=parse_providers(providers), threads=threads,
                           batch_size=batch, region_threshold=region_threshold) as auditor:
-            _stream(auditor, videos, next_run_folder(out), options, max_frames, duration, save_overlays,
-                    only_positive, every_n_seconds, as_json)
+            errors = _stream(auditor, videos, next_run_folder(out), options, max_frames, duration, save_overlays,
+                             only_positive, every_n_seconds, as_json)
+        _check_strict(strict, errors)
         return
 
     items = expand_sources(sources, recursive=recursive)
@@ -76,6 +86,7 @@ def command(artifact, sources, out, batch, recursive, save_overlays, region_thre
         click.echo(json.dumps(summary.to_dict()))
         if not summary.ok:
             raise CliError("no image could be audited", 1)
+        _check_strict(strict, summary.errors)
         return
     for record in summary.records:
         if record["status"] == "error":
@@ -89,10 +100,17 @@ def command(artifact, sources, out, batch, recursive, save_overlays, region_thre
             click.echo(f"overlays: {folder / 'overlays'}  contact sheet: {folder / 'contact_sheet.png'}")
     if not summary.ok:
         raise CliError(f"no image could be audited ({summary.errors} errors, listed in {folder / 'results.jsonl'})", 1)
+    _check_strict(strict, summary.errors)
+
+
+def _check_strict(strict: bool, errors: int) -> None:
+    if strict and errors:
+        raise CliError(f"--strict: {errors} input(s) gave error records", STRICT_EXIT)
 
 
 def _stream(auditor, sources, folder, options, max_frames, duration, save_overlays, only_positive, every_n_seconds,
-            as_json) -> None:
+            as_json) -> int:
+    """Run the video sources; returns the count of error records."""
     import json
     import time
 
@@ -120,3 +138,4 @@ def _stream(auditor, sources, folder, options, max_frames, duration, save_overla
         click.echo(f"results: {folder / 'results.jsonl'}")
     if not summary.ok:
         raise CliError(f"no frame could be audited ({summary.errors} errors, listed in {folder / 'results.jsonl'})", 1)
+    return summary.errors

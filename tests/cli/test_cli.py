@@ -71,6 +71,23 @@ def test_infer_writes_one_record_per_input(artifact_dir, image_folder, tmp_path)
     assert (out / "run-002" / "results.jsonl").is_file()  # a second run never overwrites the first
 
 
+def test_infer_reads_a_list_file_and_strict_sets_a_distinct_exit_code(artifact_dir, image_folder, tmp_path):
+    good = sorted(image_folder.glob("*.jpg"))[0]
+    listing = tmp_path / "sources.txt"
+    listing.write_text(f"# inputs of this audit\n{good}\n\nimages/{good.name}\nmissing.png\n")
+    (tmp_path / "images").mkdir(exist_ok=True)
+    out = tmp_path / "runs"
+    relaxed = invoke("infer", artifact_dir, listing, "-o", out, "--no-save-overlays")
+    assert relaxed.exit_code == 0, relaxed.output
+    rows = records(out / "run-001")
+    assert [r["status"] for r in rows] == ["ok", "ok", "error"]  # the relative line is read from the list's folder
+    assert rows[2]["source"] == str(tmp_path / "missing.png")
+    strict = invoke("infer", artifact_dir, listing, "-o", out, "--no-save-overlays", "--strict")
+    assert strict.exit_code == 3 and "--strict: 1 input(s) gave error records" in strict.output
+    assert_clean_error(strict, "--strict")
+    assert invoke("infer", artifact_dir, good, "-o", out, "--strict", "--no-save-overlays").exit_code == 0
+
+
 def test_infer_json_output(artifact_dir, image_folder, tmp_path):
     result = invoke("infer", artifact_dir, image_folder, "-o", tmp_path, "--json", "--no-save-overlays")
     assert result.exit_code == 0, result.output
