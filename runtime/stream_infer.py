@@ -101,7 +101,9 @@ class _Writer(threading.Thread):
 
 
 def _safe(source_id: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in source_id)[-60:]
+    """A file name part for a source: a video file's own name, or the URL / webcam index made file-safe."""
+    name = Path(source_id).name if "://" not in source_id else source_id.split("://", 1)[1]
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[-60:]
 
 
 def run_stream(auditor: Auditor, sources: Sequence[str], folder: Path, options: StreamOptions | None = None,
