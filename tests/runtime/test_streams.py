@@ -202,3 +202,70 @@ def test_infer_command_on_a_video(artifact_dir, tmp_path):
     assert frames == [0, 2, 4, 6]
     mixed = CliRunner().invoke(cli, ["infer", str(artifact_dir), str(video), str(tmp_path / "a.jpg")])
     assert mixed.exit_code == 2 and "not both" in mixed.output and "Traceback" not in mixed.output
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+RTSP_SERVER = Path(__file__).resolve().parents[1] / "servers" / "rtsp_server.py"
+
+
+def _rtsp_server_available() -> bool:
+    import subprocess
+
+    probe = ("import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
+             "from gi.repository import Gst, GstRtspServer; Gst.init(None); "
+             "assert Gst.ElementFactory.find('jpegenc') and Gst.ElementFactory.find('rtpjpegpay')")
+    try:
+        return subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def start_rtsp_server(port: int):
+    import subprocess
+
+    process = subprocess.Popen([SYSTEM_PYTHON, str(RTSP_SERVER), str(port)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    line = process.stdout.readline().strip()
+    if line != "ready":
+        process.kill()
+        raise RuntimeError(f"the RTSP server did not start: {line} {process.stderr.read()}")
+    return process
+
+
+@pytest.mark.skipif(not _rtsp_server_available(),
+                    reason="GStreamer's RTSP server is missing: apt-get install python3-gi "
+                           "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good (.ci/run does)")
+def test_rtsp_stream_survives_a_server_kill_and_restart(artifact_dir, tmp_path):
+    port = _free_port()
+    url = f"rtsp://127.0.0.1:{port}/test"
+    server = start_rtsp_server(port)
+    options = StreamOptions(read_timeout=2.0, reconnect_attempts=10, reconnect_delay=0.3)
+    result = {}
+
+    def run():
+        with Auditor.load(artifact_dir, batch_size=4) as auditor:
+            result["summary"] = run_stream(auditor, [url], tmp_path / "run", options, duration=12.0,
+                                           save=SaveRule(enabled=False))
+
+    runner = threading.Thread(target=run)
+    try:
+        runner.start()
+        time.sleep(4.0)
+        server.kill()  # SIGKILL mid-stream: no RTSP teardown, the packets just stop
+        server.wait()
+        time.sleep(1.0)
+        server = start_rtsp_server(port)
+        runner.join(timeout=60)
+    finally:
+        server.kill()
+        server.wait()
+    summary = result["summary"]
+    rows = records(tmp_path / "run")
+    events = [r["event"] for r in rows if r["status"] == "event"]
+    assert "disconnect" in events and "reconnect" in events, events
+    position = [i for i, r in enumerate(rows) if r.get("event") == "reconnect"][-1]
+    before = [r for r in rows[:position] if r["status"] == "ok"]
+    after = [r for r in rows[position:] if r["status"] == "ok"]
+    assert before and after and summary.errors == 0, (len(before), len(after), rows[-3:])
+    assert summary.ok <= 15 * 12 + 15  # 15 fps for at most 12 s: nothing invented
+    print(f"\nrtsp: {summary.ok} ok ({len(before)} before the kill, {len(after)} after the restart), events {events}")

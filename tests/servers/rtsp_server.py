@@ -1,0 +1,36 @@
+"""A real RTSP server for the stream tests: GStreamer's RTSP server (Debian: gir1.2-gst-rtsp-server-1.0,
+gstreamer1.0-plugins-good, python3-gi), serving a live test pattern as RTP/JPEG on 127.0.0.1.
+
+Run with the system Python that has ``gi``:  /usr/bin/python3 rtsp_server.py PORT
+It prints "ready" once it listens, and serves until it is killed.
+"""
+
+import sys
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+
+PIPELINE = ("( videotestsrc is-live=true pattern=ball ! video/x-raw,format=I420,width=160,height=120,framerate=15/1 "
+            "! jpegenc ! rtpjpegpay name=pay0 pt=26 )")
+
+
+def main() -> None:
+    Gst.init(None)
+    server = GstRtspServer.RTSPServer()
+    server.set_address("127.0.0.1")
+    server.set_service(sys.argv[1])
+    factory = GstRtspServer.RTSPMediaFactory()
+    factory.set_launch(PIPELINE)
+    factory.set_shared(True)
+    server.get_mount_points().add_factory("/test", factory)
+    if server.attach(None) == 0:
+        sys.exit(f"cannot listen on 127.0.0.1:{sys.argv[1]}")
+    print("ready", flush=True)
+    GLib.MainLoop().run()
+
+
+if __name__ == "__main__":
+    main()
