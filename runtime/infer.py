@@ -47,10 +47,11 @@ def caption_of(result: AuditResult, digits: int = 3) -> str:
 
 def run_inference(auditor: Auditor, items: Sequence[Item], folder: Path, save_overlays: bool = True,
                   progress: Callable[[int], None] | None = None, keep_heatmaps: bool = False,
-                  explain: str | None = None) -> InferSummary:
+                  explain: str | None = None, append: bool = False, start_index: int = 0) -> InferSummary:
     """Audit ``items`` in batches. Every item yields exactly one JSONL record, ``ok`` or ``error``.
     ``keep_heatmaps`` also keeps each heatmap in ``summary.heatmaps`` (by input index), for scoring.
-    ``explain`` names an attribution graph whose maps are added to the records and drawn as overlays."""
+    ``explain`` names an attribution graph whose maps are added to the records and drawn as overlays.
+    ``append`` adds to an existing ``results.jsonl`` (``--resume``), numbering inputs from ``start_index``."""
     if explain and explain not in attribution_methods(auditor.artifact):
         available = ", ".join(attribution_methods(auditor.artifact)) or "none"
         raise ConfigError(f"--explain {explain}: the artifact has no such attribution graph (it has: {available}); "
@@ -61,9 +62,9 @@ def run_inference(auditor: Auditor, items: Sequence[Item], folder: Path, save_ov
         overlay_dir.mkdir(parents=True, exist_ok=True)
     thumbs, captions = [], []
     start = time.perf_counter()
-    with open(folder / "results.jsonl", "w") as jsonl:
+    with open(folder / "results.jsonl", "a" if append else "w") as jsonl:
         for offset in range(0, len(items), auditor.batch_size):
-            chunk = list(enumerate(items[offset:offset + auditor.batch_size], start=offset))
+            chunk = list(enumerate(items[offset:offset + auditor.batch_size], start=start_index + offset))
             chunk_records, decoded = {}, []
             for index, item in chunk:
                 error = f"{item.source}: {item.error}" if item.error else None

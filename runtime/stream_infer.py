@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from auditor_rt.runtime.auditor import Auditor
+from auditor_rt.runtime.resume import ResumeState
 from auditor_rt.runtime.streams import Frame, StreamOptions, VideoReader
 from auditor_rt.runtime.visualize import draw_caption, draw_regions, overlay, write_rgb
 
@@ -74,10 +75,10 @@ class _Writer(threading.Thread):
     the writer keeps taking jobs (and drops them), so that the stages feeding it never block; the run then stops
     and raises that error."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, append: bool = False):
         super().__init__(name="writer", daemon=True)
         self.folder = folder
-        self.handle = open(folder / "results.jsonl", "w")
+        self.handle = open(folder / "results.jsonl", "a" if append else "w")
         self.jobs: queue.Queue = queue.Queue(maxsize=WRITE_QUEUE)
         self.failure: BaseException | None = None
 
@@ -108,16 +109,22 @@ def _safe(source_id: str) -> str:
 
 def run_stream(auditor: Auditor, sources: Sequence[str], folder: Path, options: StreamOptions | None = None,
                max_frames: int | None = None, duration: float | None = None, save: SaveRule | None = None,
-               progress: Callable[[StreamSummary, int], None] | None = None) -> StreamSummary:
+               progress: Callable[[StreamSummary, int], None] | None = None,
+               resume: ResumeState | None = None) -> StreamSummary:
     """Score every frame that the readers deliver, in batches of ``auditor.batch_size``, until every source has
-    ended, ``max_frames`` frames were scored, ``duration`` seconds passed, or the run is interrupted."""
+    ended, ``max_frames`` frames were scored, ``duration`` seconds passed, or the run is interrupted. With
+    ``resume`` (an earlier run of the same folder), video files continue after their last scored frame, files
+    read to their end are skipped, and records are appended."""
     options = options or StreamOptions()
     save = save or SaveRule()
     summary = StreamSummary(folder)
     folder.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
-    writer = _Writer(folder)
-    readers = [VideoReader(source, options, stop) for source in sources]
+    writer = _Writer(folder, append=resume is not None)
+    if resume is not None:
+        sources = [source for source in sources if source not in resume.ended]
+    readers = [VideoReader(source, options, stop, -1 if resume is None else resume.last_frame.get(source, -1))
+               for source in sources]
     previous = _on_sigterm(stop, summary)
     start = time.perf_counter()
     writer.start()

@@ -136,11 +136,14 @@ def _open_capture(target: str | int, options: StreamOptions):
 class VideoReader(threading.Thread):
     """Reads one video source into a ``FrameBuffer`` until it ends, gives up, or ``stop`` is set."""
 
-    def __init__(self, source_id: str, options: StreamOptions, stop: threading.Event):
+    def __init__(self, source_id: str, options: StreamOptions, stop: threading.Event, skip_through: int = -1):
+        """``skip_through``: for a video file, frames up to this index were scored by an earlier run (``--resume``);
+        they are read past without decoding and without records."""
         super().__init__(name=f"reader {source_id}", daemon=True)
         self.source_id, self.options, self.stop_event = source_id, options, stop
         self.live = source_id.isdigit() or source_id.lower().startswith(STREAM_SCHEMES)
         self.target: str | int = int(source_id) if source_id.isdigit() else source_id
+        self.skip_through = -1 if self.live else skip_through
         self.buffer = FrameBuffer(options.buffer, options.queue_size)
         self.decoded = 0       # frames read from the source (before the stride)
         self.disconnects = 0
@@ -173,7 +176,7 @@ class VideoReader(threading.Thread):
             capture = self._capture
         index = -1
         while not self.stop_event.is_set():
-            stride_skip = (index + 1) % self.options.vid_stride != 0
+            stride_skip = (index + 1) % self.options.vid_stride != 0 or index + 1 <= self.skip_through
             if stride_skip and not self.live:
                 ok = capture.grab()  # no decode for frames the stride skips
                 frame = None

@@ -36,13 +36,16 @@ STRICT_EXIT = 3  # distinct from 1 (nothing audited) and 2 (usage or artifact er
 @click.option("--only-positive", is_flag=True, help="Video sources: save overlays of risk frames only.")
 @click.option("--every-n-seconds", type=click.FloatRange(min=0), default=0.0,
               help="Video sources: save at most one overlay per source every S seconds of video.")
+@click.option("--resume", "resume_folder", type=click.Path(file_okay=False), default=None, metavar="RUN_FOLDER",
+              help="Continue an interrupted run in its own folder: skip the inputs (and video frames) it already "
+                   "recorded, and append to its results.jsonl.")
 @click.option("--strict", is_flag=True,
               help=f"Exit with code {STRICT_EXIT} when any input gave an error record (default: 0 when any input "
                    "was audited).")
 @backend_options
 def command(artifact, sources, out, batch, recursive, save_overlays, region_threshold, as_json, explain, vid_stride,
             stream_buffer, read_timeout, reconnect_attempts, reconnect_delay, max_frames, duration, only_positive,
-            every_n_seconds, strict, backend, providers, threads):
+            every_n_seconds, resume_folder, strict, backend, providers, threads):
     """Audit images with an exported ARTIFACT. SOURCES are image files, folders, globs and text files listing
     sources (one per line); or video files, webcam indexes (0) and stream URLs (rtsp://, http:// MJPEG or video),
     each tagged by its source_id."""
@@ -51,6 +54,7 @@ def command(artifact, sources, out, batch, recursive, save_overlays, region_thre
     from auditor_rt.cli.options import parse_providers
     from auditor_rt.runtime.auditor import Auditor
     from auditor_rt.runtime.infer import run_inference
+    from auditor_rt.runtime.resume import load_resume_state
     from auditor_rt.runtime.runfolder import next_run_folder
     from auditor_rt.runtime.sources import expand_list_files, expand_sources
     from auditor_rt.runtime.streams import StreamOptions, is_video_source
@@ -58,6 +62,10 @@ def command(artifact, sources, out, batch, recursive, save_overlays, region_thre
     sources = expand_list_files(sources)
     if not sources:
         raise CliError("the source lists name no sources")
+    resume = load_resume_state(resume_folder) if resume_folder else None
+    if resume is not None and resume.cut_bytes:
+        click.secho(f"note: cut a partial last line ({resume.cut_bytes} bytes) from {resume_folder}/results.jsonl",
+                    fg="yellow", err=True)
     videos = [source for source in sources if is_video_source(source)]
     if videos:
         if len(videos) != len(sources):
@@ -69,19 +77,28 @@ def command(artifact, sources, out, batch, recursive, save_overlays, region_thre
                                 reconnect_attempts=reconnect_attempts, reconnect_delay=reconnect_delay)
         with Auditor.load(artifact, backend=backend, providers=parse_providers(providers), threads=threads,
                           batch_size=batch, region_threshold=region_threshold) as auditor:
-            errors = _stream(auditor, videos, next_run_folder(out), options, max_frames, duration, save_overlays,
-                             only_positive, every_n_seconds, as_json)
+            folder = resume.folder if resume else next_run_folder(out)
+            errors = _stream(auditor, videos, folder, options, max_frames, duration, save_overlays,
+                             only_positive, every_n_seconds, as_json, resume)
         _check_strict(strict, errors)
         return
 
     items = expand_sources(sources, recursive=recursive)
+    if resume is not None:
+        skipped = sum(item.source in resume.sources for item in items)
+        items = [item for item in items if item.source not in resume.sources]
+        click.echo(f"resuming {resume.folder}: {skipped} input(s) already recorded, {len(items)} to go", err=True)
+        if not items:
+            click.echo("nothing left to do: every input is already recorded")
+            return
     with Auditor.load(artifact, backend=backend, providers=parse_providers(providers), threads=threads,
                       batch_size=batch, region_threshold=region_threshold) as auditor:
-        folder = next_run_folder(out)
+        folder = resume.folder if resume else next_run_folder(out)
         with click.progressbar(length=len(items), label="auditing", file=click.get_text_stream("stderr"),
                                show_pos=True) as bar:
             summary = run_inference(auditor, items, folder, save_overlays=save_overlays, progress=bar.update,
-                                    explain=explain)
+                                    explain=explain, append=resume is not None,
+                                    start_index=resume.next_index if resume else 0)
     if as_json:
         click.echo(json.dumps(summary.to_dict()))
         if not summary.ok:
@@ -109,7 +126,7 @@ def _check_strict(strict: bool, errors: int) -> None:
 
 
 def _stream(auditor, sources, folder, options, max_frames, duration, save_overlays, only_positive, every_n_seconds,
-            as_json) -> int:
+            as_json, resume=None) -> int:
     """Run the video sources; returns the count of error records."""
     import json
     import time
@@ -127,7 +144,7 @@ def _stream(auditor, sources, folder, options, max_frames, duration, save_overla
 
     save = SaveRule(enabled=save_overlays, only_positive=only_positive, every_n_seconds=every_n_seconds)
     summary = run_stream(auditor, sources, folder, options, max_frames=max_frames, duration=duration, save=save,
-                         progress=progress)
+                         progress=progress, resume=resume)
     err.write("\n")
     if as_json:
         click.echo(json.dumps(summary.to_dict()))
@@ -136,6 +153,6 @@ def _stream(auditor, sources, folder, options, max_frames, duration, save_overla
         click.echo(f"{summary.ok} frames ok, {summary.errors} errors, {summary.events} events, {summary.dropped} "
                    f"dropped in {summary.seconds:.1f} s ({summary.fps:.1f} fps){stopped}")
         click.echo(f"results: {folder / 'results.jsonl'}")
-    if not summary.ok:
+    if not summary.ok and not (resume is not None and not summary.errors):  # a resumed run may find nothing left
         raise CliError(f"no frame could be audited ({summary.errors} errors, listed in {folder / 'results.jsonl'})", 1)
     return summary.errors

@@ -88,6 +88,23 @@ def test_infer_reads_a_list_file_and_strict_sets_a_distinct_exit_code(artifact_d
     assert invoke("infer", artifact_dir, good, "-o", out, "--strict", "--no-save-overlays").exit_code == 0
 
 
+def test_resume_skips_recorded_images(artifact_dir, image_folder, tmp_path):
+    out = tmp_path / "runs"
+    assert invoke("infer", artifact_dir, image_folder, "-o", out, "--no-save-overlays").exit_code == 0
+    run = out / "run-001"
+    lines = (run / "results.jsonl").read_text().splitlines()
+    (run / "results.jsonl").write_text("\n".join(lines[:2]) + "\n")  # as if interrupted after two inputs
+    resumed = invoke("infer", artifact_dir, image_folder, "-o", out, "--no-save-overlays", "--resume", run)
+    assert resumed.exit_code == 0, resumed.output
+    rows = records(run)
+    assert [r["index"] for r in rows] == list(range(len(lines)))
+    assert sorted(r["source"] for r in rows) == sorted(json.loads(line)["source"] for line in lines)
+    assert not (out / "run-002").exists()
+    done = invoke("infer", artifact_dir, image_folder, "--resume", run)
+    assert done.exit_code == 0 and "nothing left to do" in done.output
+    assert_clean_error(invoke("infer", artifact_dir, image_folder, "--resume", tmp_path / "nowhere"), "--resume")
+
+
 def test_infer_json_output(artifact_dir, image_folder, tmp_path):
     result = invoke("infer", artifact_dir, image_folder, "-o", tmp_path, "--json", "--no-save-overlays")
     assert result.exit_code == 0, result.output

@@ -269,3 +269,23 @@ def test_rtsp_stream_survives_a_server_kill_and_restart(artifact_dir, tmp_path):
     assert before and after and summary.errors == 0, (len(before), len(after), rows[-3:])
     assert summary.ok <= 15 * 12 + 15  # 15 fps for at most 12 s: nothing invented
     print(f"\nrtsp: {summary.ok} ok ({len(before)} before the kill, {len(after)} after the restart), events {events}")
+
+
+def test_resume_continues_an_interrupted_video_run(artifact_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from auditor_rt.cli.main import cli
+
+    video = write_video(tmp_path / "clip.avi", 20)
+    base = ["infer", str(artifact_dir), str(video), "--no-save-overlays", "--json"]
+    first = CliRunner().invoke(cli, [*base, "-o", str(tmp_path / "runs"), "--max-frames", "7"])
+    folder = Path(json.loads(first.output.strip().splitlines()[-1])["run_folder"])
+    with open(folder / "results.jsonl", "a") as handle:
+        handle.write('{"source_id": "cut mid-wri')  # a run killed while writing leaves a partial line
+    second = CliRunner().invoke(cli, [*base, "--resume", str(folder)])
+    assert second.exit_code == 0, second.output
+    rows = records(folder)  # every line parses: the partial one was cut
+    assert [r["frame"] for r in rows if r["status"] == "ok"] == list(range(20))
+    assert [r["event"] for r in rows if r["status"] == "event"] == ["end"]
+    third = CliRunner().invoke(cli, [*base, "--resume", str(folder)])
+    assert third.exit_code == 0 and len(records(folder)) == len(rows)  # nothing left to do, nothing added
