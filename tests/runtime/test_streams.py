@@ -121,19 +121,34 @@ class MjpegServer:
         self.server.server_close()
 
 
-def test_mjpeg_stream_survives_a_server_restart(artifact_dir, tmp_path):
-    server = MjpegServer()
-    port, url = server.port, server.url
-    options = StreamOptions(read_timeout=2.0, reconnect_attempts=8, reconnect_delay=0.2)
-    result = {}
+def stream_in_background(artifact_dir, url: str, folder: Path, options: StreamOptions, duration: float):
+    """``run_stream`` on one URL in a thread (started); its summary lands in the returned dict."""
+    result: dict = {}
 
     def run():
         with Auditor.load(artifact_dir, batch_size=4) as auditor:
-            result["summary"] = run_stream(auditor, [url], tmp_path / "run", options, duration=6.0,
+            result["summary"] = run_stream(auditor, [url], folder, options, duration=duration,
                                            save=SaveRule(enabled=False))
 
     runner = threading.Thread(target=run)
     runner.start()
+    return runner, result
+
+
+def split_at_reconnect(rows: list[dict]) -> tuple[list[str], list[dict], list[dict]]:
+    """The event names, and the ok records before and after the last reconnect."""
+    events = [r["event"] for r in rows if r["status"] == "event"]
+    assert "disconnect" in events and "reconnect" in events, events
+    position = [i for i, r in enumerate(rows) if r.get("event") == "reconnect"][-1]
+    return (events, [r for r in rows[:position] if r["status"] == "ok"],
+            [r for r in rows[position:] if r["status"] == "ok"])
+
+
+def test_mjpeg_stream_survives_a_server_restart(artifact_dir, tmp_path):
+    server = MjpegServer()
+    port, url = server.port, server.url
+    options = StreamOptions(read_timeout=2.0, reconnect_attempts=8, reconnect_delay=0.2)
+    runner, result = stream_in_background(artifact_dir, url, tmp_path / "run", options, duration=6.0)
     time.sleep(2.5)
     server.kill()
     time.sleep(1.0)
@@ -142,12 +157,8 @@ def test_mjpeg_stream_survives_a_server_restart(artifact_dir, tmp_path):
     restarted.kill()
     summary = result["summary"]
     rows = records(tmp_path / "run")
-    events = [r["event"] for r in rows if r["status"] == "event"]
-    assert "disconnect" in events and "reconnect" in events, events
+    events, before, after = split_at_reconnect(rows)
     cut = events.index("disconnect")
-    position = [i for i, r in enumerate(rows) if r.get("event") == "reconnect"][-1]
-    before = [r for r in rows[:position] if r["status"] == "ok"]
-    after = [r for r in rows[position:] if r["status"] == "ok"]
     assert before and after and summary.errors == 0 and summary.stopped_by == "duration"
     assert all(r["source_id"] == url for r in rows)
     assert summary.ok <= server.frames_sent + restarted.frames_sent  # no frame invented to fill the gap
@@ -240,16 +251,8 @@ def test_rtsp_stream_survives_a_server_kill_and_restart(artifact_dir, tmp_path):
     url = f"rtsp://127.0.0.1:{port}/test"
     server = start_rtsp_server(port)
     options = StreamOptions(read_timeout=2.0, reconnect_attempts=10, reconnect_delay=0.3)
-    result = {}
-
-    def run():
-        with Auditor.load(artifact_dir, batch_size=4) as auditor:
-            result["summary"] = run_stream(auditor, [url], tmp_path / "run", options, duration=12.0,
-                                           save=SaveRule(enabled=False))
-
-    runner = threading.Thread(target=run)
+    runner, result = stream_in_background(artifact_dir, url, tmp_path / "run", options, duration=12.0)
     try:
-        runner.start()
         time.sleep(4.0)
         server.kill()  # SIGKILL mid-stream: no RTSP teardown, the packets just stop
         server.wait()
@@ -261,11 +264,7 @@ def test_rtsp_stream_survives_a_server_kill_and_restart(artifact_dir, tmp_path):
         server.wait()
     summary = result["summary"]
     rows = records(tmp_path / "run")
-    events = [r["event"] for r in rows if r["status"] == "event"]
-    assert "disconnect" in events and "reconnect" in events, events
-    position = [i for i, r in enumerate(rows) if r.get("event") == "reconnect"][-1]
-    before = [r for r in rows[:position] if r["status"] == "ok"]
-    after = [r for r in rows[position:] if r["status"] == "ok"]
+    events, before, after = split_at_reconnect(rows)
     assert before and after and summary.errors == 0, (len(before), len(after), rows[-3:])
     assert summary.ok <= 15 * 12 + 15  # 15 fps for at most 12 s: nothing invented
     print(f"\nrtsp: {summary.ok} ok ({len(before)} before the kill, {len(after)} after the restart), events {events}")
