@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from auditor_rt.runtime.errors import ImageDecodeError
-
+from auditor_rt.runtime.image_headers import JPEG_SCAN_LIMIT, declared_size
 from auditor_rt.runtime.imageio_limits import DEFAULT_MAX_PIXELS
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -37,6 +37,10 @@ def decode_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> n
         data = np.frombuffer(source, dtype=np.uint8)
     if data.size == 0:
         raise ImageDecodeError(f"{name}: the file is empty (0 bytes)")
+    declared = declared_size(data[:JPEG_SCAN_LIMIT].tobytes())
+    if declared is not None and declared[0] * declared[1] > max_pixels:
+        raise ImageDecodeError(f"{name}: {declared[0]}x{declared[1]} is over the limit of {max_pixels} pixels "
+                               "(refused before decoding)")
     try:
         bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
     except cv2.error as exc:  # OpenCV raises for images past its own pixel limit

@@ -66,3 +66,16 @@ def explain_artifact_dir(checkpoint_dir, tmp_path_factory):
                              attributions=["saliency", "ig", "smoothgrad", "gradcam", "gradcam++"],
                              attribution_params={"ig": {"steps": 4}, "smoothgrad": {"samples": 3}})
     return result.folder
+
+
+@pytest.fixture(scope="session")
+def bomb_png() -> bytes:
+    """A decompression bomb: a PNG header declaring 20000 x 20000 RGB pixels (1.2 GB decoded), 4 kB of data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 4096)) + chunk(b"IEND", b""))

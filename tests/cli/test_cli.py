@@ -290,3 +290,56 @@ def test_export_needs_exactly_one_model(checkpoint_dir, tmp_path):
     neither = invoke("export", "-o", tmp_path / "y")
     for result in (both, neither):
         assert result.exit_code == 2 and "CHECKPOINT" in result.output and "Traceback" not in result.output
+
+
+def test_infer_over_every_kind_of_file_fault(artifact_dir, tmp_path, bomb_png):
+    """Every decodable variant is audited; every bad file gives one error record naming it; --strict exits 3."""
+    import io
+
+    from PIL import Image
+
+    def encoded(image: Image.Image, fmt: str, **params) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, fmt, **params)
+        return buffer.getvalue()
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    folder = tmp_path / "faults"
+    folder.mkdir()
+    good = {
+        "plain.jpg": encoded(Image.fromarray(pixels), "JPEG"),
+        "cmyk.jpg": encoded(Image.fromarray(pixels).convert("CMYK"), "JPEG"),
+        "gray16.png": encoded(Image.fromarray((pixels[..., 0].astype(np.uint16) * 257)), "PNG"),
+        "gray.png": encoded(Image.fromarray(pixels[..., 0]), "PNG"),
+        "rgba.png": encoded(Image.fromarray(np.dstack([pixels, pixels[..., :1]])), "PNG"),
+        "palette.png": encoded(Image.fromarray(pixels).convert("P"), "PNG"),
+        "exif_rotated.jpg": encoded(Image.fromarray(pixels), "JPEG", exif=exif.tobytes()),
+    }
+    plain = good["plain.jpg"]
+    bad = {
+        "corrupt.jpg": b"\x00" * 16 + plain[16:],
+        "truncated.png": good["gray.png"][: len(good["gray.png"]) // 2],
+        "empty.jpg": b"",
+        "notes.jpg": b"these are not pixels\n" * 40,
+        "bomb.png": bomb_png,
+    }
+    for name, data in {**good, **bad}.items():
+        (folder / name).write_bytes(data)
+    out = tmp_path / "runs"
+    result = invoke("infer", artifact_dir, folder, "-o", out, "--no-save-overlays", "--batch", 3)
+    assert result.exit_code == 0, result.output
+    rows = records(out / "run-001")
+    ok = {Path(r["source"]).name for r in rows if r["status"] == "ok"}
+    errors = {Path(r["source"]).name: r["error"] for r in rows if r["status"] == "error"}
+    assert ok == set(good) and set(errors) == set(bad) and len(rows) == len(good) + len(bad)
+    for name, message in errors.items():
+        assert name in message, message
+    assert "over the limit" in errors["bomb.png"] or "pixel" in errors["bomb.png"].lower(), errors["bomb.png"]
+    rotated = next(r for r in rows if r["source"].endswith("exif_rotated.jpg"))
+    assert rotated["image_size"] == [64, 48]  # turned upright: 48 wide, 64 high (height first)
+    strict = invoke("infer", artifact_dir, folder, "-o", out, "--no-save-overlays", "--strict")
+    assert strict.exit_code == 3 and f"--strict: {len(bad)} input(s)" in strict.output
+    print(f"\nfaults: {len(ok)} ok, {len(errors)} errors: " + "; ".join(sorted(errors.values())))

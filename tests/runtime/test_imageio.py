@@ -242,3 +242,31 @@ def test_load_for_model_decodes_and_resizes(tmp_path, rgb_array):
 ])
 def test_is_image_path(name, expected):
     assert is_image_path(name) is expected
+
+
+@pytest.mark.parametrize("fmt, params", [("PNG", {}), ("JPEG", {"exif": b"Exif\x00\x00" + b"\x00" * 64}),
+                                         ("BMP", {}), ("WEBP", {"lossless": True}), ("WEBP", {"quality": 80})])
+def test_header_sizes_are_read_without_decoding(fmt, params):
+    from auditor_rt.runtime.image_headers import declared_size
+
+    data = encode(Image.fromarray(np.zeros((37, 53, 3), np.uint8)), fmt, **params)
+    assert declared_size(data) == (53, 37)
+    assert declared_size(b"not an image") is None and declared_size(data[:10]) in (None, (53, 37))
+
+
+def test_a_decompression_bomb_is_refused_from_its_header_whatever_the_import_order(bomb_png):
+    """A PNG that declares 20000 x 20000 pixels (1.2 GB decoded) with 4 kB of data: refused before decoding, even
+    in a process where cv2 was imported before the runtime could set OpenCV's own limit."""
+    import subprocess
+    import sys
+
+    bomb = bomb_png
+    with pytest.raises(ImageDecodeError, match=r"20000x20000 is over the limit .*\(refused before decoding\)"):
+        decode_image(bomb)
+    script = ("import cv2, sys, resource\n"  # cv2 first: OpenCV's own limit is then its default (1 G pixels)
+              "from auditor_rt.runtime.imageio import decode_image\n"
+              "try:\n    decode_image(sys.stdin.buffer.read())\nexcept Exception as exc:\n    print(exc)\n"
+              "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n")
+    run = subprocess.run([sys.executable, "-c", script], input=bomb, capture_output=True, timeout=120)
+    message, peak_mb = run.stdout.decode().strip().splitlines()
+    assert "over the limit" in message and int(peak_mb) < 500
