@@ -18,12 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+import cv2
+import numpy as np
+
 from auditor_rt.runtime.auditor import Auditor
 from auditor_rt.runtime.resume import ResumeState
 from auditor_rt.runtime.streams import Frame, StreamOptions, VideoReader
 from auditor_rt.runtime.visualize import draw_caption, draw_regions, overlay, write_rgb
 
 WRITE_QUEUE = 64
+DEFAULT_VIDEO_FPS = 25.0  # annotated videos of sources that report no frame rate (some live streams)
 IDLE_WAIT_S = 0.005
 
 
@@ -57,6 +61,7 @@ class SaveRule:
     enabled: bool = True
     only_positive: bool = False
     every_n_seconds: float = 0.0
+    video: bool = False  # an annotated video per source, every scored frame
     _last: dict[str, float] = field(default_factory=dict)
 
     def wants(self, frame: Frame, positive: bool) -> bool:
@@ -69,36 +74,81 @@ class SaveRule:
         return True
 
 
-class _Writer(threading.Thread):
-    """Writes records (and overlay images) in arrival order; the queue bounds what waits in memory. The file is
-    opened by the caller's thread, so that an unwritable run folder fails the run at once. After a write error
-    the writer keeps taking jobs (and drops them), so that the stages feeding it never block; the run then stops
-    and raises that error."""
+@dataclass
+class _Job:
+    """One record for the writer, with what it needs to draw the frame (done on the writer's thread, off the path
+    from decoding to inference)."""
 
-    def __init__(self, folder: Path, append: bool = False):
+    record: dict
+    image: np.ndarray | None = None
+    result: object = None
+    save_image: bool = False
+    save_video: bool = False
+
+
+class _Writer(threading.Thread):
+    """Writes records, overlay images and annotated videos in arrival order; the queue bounds what waits in
+    memory. The file is opened by the caller's thread, so that an unwritable run folder fails the run at once.
+    After a write error the writer keeps taking jobs (and drops them), so that the stages feeding it never block;
+    the run then stops and raises that error."""
+
+    def __init__(self, folder: Path, append: bool = False, fps_of: Callable[[str], float] = lambda source: 0.0):
         super().__init__(name="writer", daemon=True)
-        self.folder = folder
+        self.folder, self.fps_of = folder, fps_of
         self.handle = open(folder / "results.jsonl", "a" if append else "w")
         self.jobs: queue.Queue = queue.Queue(maxsize=WRITE_QUEUE)
         self.failure: BaseException | None = None
+        self.videos: dict[str, object] = {}
 
     def run(self) -> None:
-        overlays = self.folder / "overlays"
         with self.handle:
             while (job := self.jobs.get()) is not None:
                 if self.failure is not None:
                     continue
-                record, picture = job
                 try:
-                    if picture is not None:
-                        overlays.mkdir(exist_ok=True)
-                        name = overlays / f"{_safe(record['source_id'])}_{record['frame']:07d}.jpg"
-                        write_rgb(name, picture)
-                        record["overlay"] = str(name)
-                    self.handle.write(json.dumps(record) + "\n")
+                    if job.save_image or job.save_video:
+                        self._draw(job)
+                    self.handle.write(json.dumps(job.record) + "\n")
                     self.handle.flush()
                 except Exception as exc:  # noqa: BLE001 - kept, reported by the run, never lost silently
                     self.failure = exc
+            for video in self.videos.values():
+                video.release()
+
+    def _draw(self, job: _Job) -> None:
+        began = time.perf_counter()
+        record, result = job.record, job.result
+        positive = record.get("label") == "risk"
+        picture = overlay(job.image, result.heatmap)
+        picture = draw_regions(picture, result.regions) if positive else picture
+        picture = draw_caption(picture, f"{'RISK' if positive else 'ok'} {result.score:.3f}")
+        if job.save_image:
+            folder = self.folder / "overlays"
+            folder.mkdir(exist_ok=True)
+            name = folder / f"{_safe(record['source_id'])}_{record['frame']:07d}.jpg"
+            write_rgb(name, picture)
+            record["overlay"] = str(name)
+        if job.save_video:
+            self._video(record["source_id"], picture).write(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+            record["video"] = str(self._video_path(record["source_id"]))
+        record["timings"]["draw_ms"] = round((time.perf_counter() - began) * 1000, 2)
+
+    def _video(self, source_id: str, picture: np.ndarray):
+        """The annotated video of a source (MJPEG in AVI), opened at its first frame's size."""
+        if source_id not in self.videos:
+            folder = self.folder / "videos"
+            folder.mkdir(exist_ok=True)
+            height, width = picture.shape[:2]
+            fps = self.fps_of(source_id) or DEFAULT_VIDEO_FPS
+            self.videos[source_id] = cv2.VideoWriter(str(self._video_path(source_id)),
+                                                     cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+        return self.videos[source_id]
+
+    def _video_path(self, source_id: str) -> Path:
+        name = _safe(source_id)
+        if "://" not in source_id:  # clip.mp4 -> clip.avi
+            name = name.removesuffix(Path(source_id).suffix) or name
+        return self.folder / "videos" / f"{name}.avi"
 
 
 def _safe(source_id: str) -> str:
@@ -120,11 +170,13 @@ def run_stream(auditor: Auditor, sources: Sequence[str], folder: Path, options: 
     summary = StreamSummary(folder)
     folder.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
-    writer = _Writer(folder, append=resume is not None)
     if resume is not None:
         sources = [source for source in sources if source not in resume.ended]
     readers = [VideoReader(source, options, stop, -1 if resume is None else resume.last_frame.get(source, -1))
                for source in sources]
+    fps = {reader.source_id: reader for reader in readers}
+    writer = _Writer(folder, append=resume is not None,
+                     fps_of=lambda source: fps[source].fps / options.vid_stride if source in fps else 0.0)
     previous = _on_sigterm(stop, summary)
     start = time.perf_counter()
     writer.start()
@@ -207,7 +259,7 @@ def _write_event(item: Frame, summary: StreamSummary, writer: _Writer) -> None:
         summary.events += 1
         record = {"source_id": item.source_id, "status": "event", "event": item.event, "detail": item.detail,
                   "timestamp": round(item.timestamp, 3)}
-    writer.jobs.put((record, None))
+    writer.jobs.put(_Job(record))
 
 
 def _score(auditor: Auditor, batch: list[Frame], summary: StreamSummary, writer: _Writer, save: SaveRule) -> None:
@@ -219,14 +271,13 @@ def _score(auditor: Auditor, batch: list[Frame], summary: StreamSummary, writer:
     infer_ms = (time.perf_counter() - began) * 1000 / len(batch)
     for frame, result in zip(batch, results):
         positive = bool(getattr(result, "label", False))
+        timings = {"decode_ms": round(frame.decode_ms, 2), "queue_ms": round((began - frame.queued_at) * 1000, 2),
+                   "infer_ms": round(infer_ms, 2)}
         record = {"source_id": frame.source_id, "frame": frame.index, "timestamp": round(frame.timestamp, 3),
-                  "status": "ok", **result.to_dict(), "timings": {"infer_ms": round(infer_ms, 2)}}
-        picture = None
-        if not auditor.is_classifier and save.wants(frame, positive):
-            picture = overlay(frame.image, result.heatmap)
-            picture = draw_regions(picture, result.regions) if positive else picture
-            picture = draw_caption(picture, f"{'RISK' if positive else 'ok'} {result.score:.3f}")
-        writer.jobs.put((record, picture))
+                  "status": "ok", **result.to_dict(), "timings": timings}
+        drawable = not auditor.is_classifier
+        writer.jobs.put(_Job(record, frame.image, result, drawable and save.wants(frame, positive),
+                             drawable and save.video))
         summary.ok += 1
         summary.positives += positive
 

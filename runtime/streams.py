@@ -63,6 +63,8 @@ class Frame:
     image: np.ndarray | None = None
     event: str = "frame"
     detail: str = ""
+    decode_ms: float = 0.0  # reading and converting this frame
+    queued_at: float = 0.0  # time.perf_counter() when it entered the buffer
 
 
 class FrameBuffer:
@@ -146,6 +148,7 @@ class VideoReader(threading.Thread):
         self.skip_through = -1 if self.live else skip_through
         self.buffer = FrameBuffer(options.buffer, options.queue_size)
         self.decoded = 0       # frames read from the source (before the stride)
+        self.fps = 0.0         # the frame rate the source reports, once opened (0 when it reports none)
         self.disconnects = 0
         self._start = time.monotonic()
 
@@ -174,6 +177,7 @@ class VideoReader(threading.Thread):
                     self._emit("error", "cannot open the video (unknown format, or not a video)")
                 return
             capture = self._capture
+        self.fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
         index = -1
         while not self.stop_event.is_set():
             stride_skip = (index + 1) % self.options.vid_stride != 0 or index + 1 <= self.skip_through
@@ -181,6 +185,7 @@ class VideoReader(threading.Thread):
                 ok = capture.grab()  # no decode for frames the stride skips
                 frame = None
             else:
+                began = time.perf_counter()
                 ok, frame = capture.read()
             if not ok:
                 capture.release()
@@ -202,7 +207,9 @@ class VideoReader(threading.Thread):
             else:
                 timestamp = capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
             rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
-            if not self.buffer.put(Frame(self.source_id, index, timestamp, rgb), self.stop_event):
+            now = time.perf_counter()
+            item = Frame(self.source_id, index, timestamp, rgb, decode_ms=(now - began) * 1000, queued_at=now)
+            if not self.buffer.put(item, self.stop_event):
                 break
         capture.release()
 

@@ -33,6 +33,8 @@ STRICT_EXIT = 3  # distinct from 1 (nothing audited) and 2 (usage or artifact er
               help="Live streams: seconds before the first reopen attempt.")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Video sources: stop after N frames.")
 @click.option("--duration", type=click.FloatRange(min=0.1), default=None, help="Video sources: stop after S seconds.")
+@click.option("--save-video", is_flag=True,
+              help="Video sources: also write an annotated video per source (videos/NAME.avi, every scored frame).")
 @click.option("--only-positive", is_flag=True, help="Video sources: save overlays of risk frames only.")
 @click.option("--every-n-seconds", type=click.FloatRange(min=0), default=0.0,
               help="Video sources: save at most one overlay per source every S seconds of video.")
@@ -44,8 +46,8 @@ STRICT_EXIT = 3  # distinct from 1 (nothing audited) and 2 (usage or artifact er
                    "was audited).")
 @backend_options
 def command(artifact, sources, out, batch, recursive, save_overlays, region_threshold, as_json, explain, vid_stride,
-            stream_buffer, read_timeout, reconnect_attempts, reconnect_delay, max_frames, duration, only_positive,
-            every_n_seconds, resume_folder, strict, backend, providers, threads):
+            stream_buffer, read_timeout, reconnect_attempts, reconnect_delay, max_frames, duration, save_video,
+            only_positive, every_n_seconds, resume_folder, strict, backend, providers, threads):
     """Audit images with an exported ARTIFACT. SOURCES are image files, folders, globs and text files listing
     sources (one per line); or video files, webcam indexes (0) and stream URLs (rtsp://, http:// MJPEG or video),
     each tagged by its source_id."""
@@ -79,7 +81,7 @@ def command(artifact, sources, out, batch, recursive, save_overlays, region_thre
                           batch_size=batch, region_threshold=region_threshold) as auditor:
             folder = resume.folder if resume else next_run_folder(out)
             errors = _stream(auditor, videos, folder, options, max_frames, duration, save_overlays,
-                             only_positive, every_n_seconds, as_json, resume)
+                             only_positive, every_n_seconds, as_json, resume, save_video)
         _check_strict(strict, errors)
         return
 
@@ -126,7 +128,7 @@ def _check_strict(strict: bool, errors: int) -> None:
 
 
 def _stream(auditor, sources, folder, options, max_frames, duration, save_overlays, only_positive, every_n_seconds,
-            as_json, resume=None) -> int:
+            as_json, resume=None, save_video=False) -> int:
     """Run the video sources; returns the count of error records."""
     import json
     import time
@@ -142,7 +144,8 @@ def _stream(auditor, sources, folder, options, max_frames, duration, save_overla
                   f"{summary.errors} errors, queue {depth}  ")
         err.flush()
 
-    save = SaveRule(enabled=save_overlays, only_positive=only_positive, every_n_seconds=every_n_seconds)
+    save = SaveRule(enabled=save_overlays, only_positive=only_positive, every_n_seconds=every_n_seconds,
+                    video=save_video)
     summary = run_stream(auditor, sources, folder, options, max_frames=max_frames, duration=duration, save=save,
                          progress=progress, resume=resume)
     err.write("\n")

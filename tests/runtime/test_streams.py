@@ -67,6 +67,9 @@ def test_video_file_gives_one_record_per_frame(artifact_dir, tmp_path):
     errors = [r for r in rows if r["status"] == "error"]
     assert len(errors) == 1 and "missing.mp4" in errors[0]["error"] and "no such video file" in errors[0]["error"]
     assert frames[5]["timestamp"] == pytest.approx(0.5, abs=0.11)  # 10 fps
+    assert all(set(r["timings"]) >= {"decode_ms", "queue_ms", "infer_ms"} for r in frames)
+    assert all(r["timings"]["decode_ms"] > 0 and r["timings"]["queue_ms"] >= 0 for r in frames)
+    assert sum("draw_ms" in r["timings"] for r in frames) == 3
     assert len(list((tmp_path / "run" / "overlays").glob("*.jpg"))) == 3  # one per second of video: 0, 1, 2 s
     assert [r["frame"] for r in records(tmp_path / "strided") if r["status"] == "ok"] == list(range(0, 23, 3))
     assert strided.decoded[str(video)] == 23 and strided.ok == 8
@@ -211,6 +214,17 @@ def test_infer_command_on_a_video(artifact_dir, tmp_path):
     assert summary["ok"] == 4 and summary["stopped_by"] == "max-frames" and summary["errors"] == 0
     frames = [r["frame"] for r in records(Path(summary["run_folder"])) if r["status"] == "ok"]
     assert frames == [0, 2, 4, 6]
+    annotated = CliRunner().invoke(cli, ["infer", str(artifact_dir), str(video), "-o", str(tmp_path / "runs"),
+                                         "--json", "--save-video", "--no-save-overlays", "--vid-stride", "3"])
+    assert annotated.exit_code == 0, annotated.output
+    folder = Path(json.loads(annotated.output.strip().splitlines()[-1])["run_folder"])
+    capture = cv2.VideoCapture(str(folder / "videos" / "clip.avi"))
+    written = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    ok, first = capture.read()
+    capture.release()
+    assert written == 4 and ok and first.shape == (72, 96, 3)  # frames 0, 3, 6, 9, drawn at the source's size
+    assert capture is not None and not (folder / "overlays").exists()
+    assert all(r["video"].endswith("clip.avi") for r in records(folder) if r["status"] == "ok")
     mixed = CliRunner().invoke(cli, ["infer", str(artifact_dir), str(video), str(tmp_path / "a.jpg")])
     assert mixed.exit_code == 2 and "not both" in mixed.output and "Traceback" not in mixed.output
 
