@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from auditor_rt.runtime.auditor import Auditor
+from auditor_rt.runtime.errors import ConfigError
 from auditor_rt.runtime.resume import ResumeState
 from auditor_rt.runtime.streams import Frame, StreamOptions, VideoReader
 from auditor_rt.runtime.visualize import draw_caption, draw_regions, overlay, write_rgb
@@ -62,6 +63,7 @@ class SaveRule:
     only_positive: bool = False
     every_n_seconds: float = 0.0
     video: bool = False  # an annotated video per source, every scored frame
+    show: bool = False   # a window per source, every scored frame (needs a display and OpenCV with a GUI)
     _last: dict[str, float] = field(default_factory=dict)
 
     def wants(self, frame: Frame, positive: bool) -> bool:
@@ -84,6 +86,7 @@ class _Job:
     result: object = None
     save_image: bool = False
     save_video: bool = False
+    show: bool = False
 
 
 class _Writer(threading.Thread):
@@ -106,7 +109,7 @@ class _Writer(threading.Thread):
                 if self.failure is not None:
                     continue
                 try:
-                    if job.save_image or job.save_video:
+                    if job.save_image or job.save_video or job.show:
                         self._draw(job)
                     self.handle.write(json.dumps(job.record) + "\n")
                     self.handle.flush()
@@ -131,6 +134,9 @@ class _Writer(threading.Thread):
         if job.save_video:
             self._video(record["source_id"], picture).write(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
             record["video"] = str(self._video_path(record["source_id"]))
+        if job.show:
+            cv2.imshow(f"auditor-rt: {record['source_id']}", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+            cv2.waitKey(1)
         record["timings"]["draw_ms"] = round((time.perf_counter() - began) * 1000, 2)
 
     def _video(self, source_id: str, picture: np.ndarray):
@@ -151,6 +157,19 @@ class _Writer(threading.Thread):
         return self.folder / "videos" / f"{name}.avi"
 
 
+def check_display() -> None:
+    """``--show`` needs OpenCV built with a GUI (opencv-python, not the headless wheel) and, on Linux, a display."""
+    import os
+    import sys
+
+    gui = cv2.getBuildInformation().split("GUI:", 1)[-1].split("\n", 1)[0].strip()
+    if gui.upper().startswith("NONE"):
+        raise ConfigError("--show needs OpenCV with a GUI: this is opencv-python-headless; install opencv-python "
+                          "in its place, or leave --show out and look at the overlays or --save-video")
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise ConfigError("--show needs a display, and neither DISPLAY nor WAYLAND_DISPLAY is set")
+
+
 def _safe(source_id: str) -> str:
     """A file name part for a source: a video file's own name, or the URL / webcam index made file-safe."""
     name = Path(source_id).name if "://" not in source_id else source_id.split("://", 1)[1]
@@ -167,6 +186,8 @@ def run_stream(auditor: Auditor, sources: Sequence[str], folder: Path, options: 
     read to their end are skipped, and records are appended."""
     options = options or StreamOptions()
     save = save or SaveRule()
+    if save.show:
+        check_display()
     summary = StreamSummary(folder)
     folder.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
@@ -277,7 +298,7 @@ def _score(auditor: Auditor, batch: list[Frame], summary: StreamSummary, writer:
                   "status": "ok", **result.to_dict(), "timings": timings}
         drawable = not auditor.is_classifier
         writer.jobs.put(_Job(record, frame.image, result, drawable and save.wants(frame, positive),
-                             drawable and save.video))
+                             drawable and save.video, drawable and save.show))
         summary.ok += 1
         summary.positives += positive
 

@@ -35,6 +35,8 @@ STRICT_EXIT = 3  # distinct from 1 (nothing audited) and 2 (usage or artifact er
 @click.option("--duration", type=click.FloatRange(min=0.1), default=None, help="Video sources: stop after S seconds.")
 @click.option("--save-video", is_flag=True,
               help="Video sources: also write an annotated video per source (videos/NAME.avi, every scored frame).")
+@click.option("--show", is_flag=True,
+              help="Video sources: show each scored frame in a window (needs a display and OpenCV with a GUI).")
 @click.option("--only-positive", is_flag=True, help="Video sources: save overlays of risk frames only.")
 @click.option("--every-n-seconds", type=click.FloatRange(min=0), default=0.0,
               help="Video sources: save at most one overlay per source every S seconds of video.")
@@ -47,7 +49,7 @@ STRICT_EXIT = 3  # distinct from 1 (nothing audited) and 2 (usage or artifact er
 @backend_options
 def command(artifact, sources, out, batch, recursive, save_overlays, region_threshold, as_json, explain, vid_stride,
             stream_buffer, read_timeout, reconnect_attempts, reconnect_delay, max_frames, duration, save_video,
-            only_positive, every_n_seconds, resume_folder, strict, backend, providers, threads):
+            show, only_positive, every_n_seconds, resume_folder, strict, backend, providers, threads):
     """Audit images with an exported ARTIFACT. SOURCES are image files, folders, globs and text files listing
     sources (one per line); or video files, webcam indexes (0) and stream URLs (rtsp://, http:// MJPEG or video),
     each tagged by its source_id."""
@@ -75,13 +77,17 @@ def command(artifact, sources, out, batch, recursive, save_overlays, region_thre
                            "stream URLs) in one run, not both")
         if explain:
             raise CliError("--explain is for images; video sources are scored with the audit graph only")
+        if show:
+            from auditor_rt.runtime.stream_infer import check_display
+
+            check_display()  # before a run folder is made
         options = StreamOptions(vid_stride=vid_stride, buffer=stream_buffer, read_timeout=read_timeout,
                                 reconnect_attempts=reconnect_attempts, reconnect_delay=reconnect_delay)
         with Auditor.load(artifact, backend=backend, providers=parse_providers(providers), threads=threads,
                           batch_size=batch, region_threshold=region_threshold) as auditor:
             folder = resume.folder if resume else next_run_folder(out)
             errors = _stream(auditor, videos, folder, options, max_frames, duration, save_overlays,
-                             only_positive, every_n_seconds, as_json, resume, save_video)
+                             only_positive, every_n_seconds, as_json, resume, save_video, show)
         _check_strict(strict, errors)
         return
 
@@ -128,7 +134,7 @@ def _check_strict(strict: bool, errors: int) -> None:
 
 
 def _stream(auditor, sources, folder, options, max_frames, duration, save_overlays, only_positive, every_n_seconds,
-            as_json, resume=None, save_video=False) -> int:
+            as_json, resume=None, save_video=False, show=False) -> int:
     """Run the video sources; returns the count of error records."""
     import json
     import time
@@ -145,7 +151,7 @@ def _stream(auditor, sources, folder, options, max_frames, duration, save_overla
         err.flush()
 
     save = SaveRule(enabled=save_overlays, only_positive=only_positive, every_n_seconds=every_n_seconds,
-                    video=save_video)
+                    video=save_video, show=show)
     summary = run_stream(auditor, sources, folder, options, max_frames=max_frames, duration=duration, save=save,
                          progress=progress, resume=resume)
     err.write("\n")

@@ -225,6 +225,9 @@ def test_infer_command_on_a_video(artifact_dir, tmp_path):
     assert written == 4 and ok and first.shape == (72, 96, 3)  # frames 0, 3, 6, 9, drawn at the source's size
     assert capture is not None and not (folder / "overlays").exists()
     assert all(r["video"].endswith("clip.avi") for r in records(folder) if r["status"] == "ok")
+    if "NONE" in cv2.getBuildInformation().split("GUI:", 1)[-1].split("\n", 1)[0]:  # the headless wheel
+        shown = CliRunner().invoke(cli, ["infer", str(artifact_dir), str(video), "--show"])
+        assert shown.exit_code == 2 and "--show needs OpenCV with a GUI" in shown.output
     mixed = CliRunner().invoke(cli, ["infer", str(artifact_dir), str(video), str(tmp_path / "a.jpg")])
     assert mixed.exit_code == 2 and "not both" in mixed.output and "Traceback" not in mixed.output
 
