@@ -305,3 +305,29 @@ def test_resume_continues_an_interrupted_video_run(artifact_dir, tmp_path):
     assert [r["event"] for r in rows if r["status"] == "event"] == ["end"]
     third = CliRunner().invoke(cli, [*base, "--resume", str(folder)])
     assert third.exit_code == 0 and len(records(folder)) == len(rows)  # nothing left to do, nothing added
+
+
+def test_sigterm_stops_a_live_run_and_keeps_what_was_done(artifact_dir, tmp_path, python_exe):
+    """The real CLI in its own process on an endless stream: SIGTERM ends it cleanly, every line of the JSONL
+    parses, and the summary says it was interrupted."""
+    import signal
+    import subprocess
+
+    server = MjpegServer()
+    try:
+        process = subprocess.Popen([python_exe, "-c", "from auditor_rt.cli.main import cli; cli()", "infer", str(artifact_dir), server.url,
+                                    "-o", str(tmp_path / "runs"), "--json", "--no-save-overlays"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        results = tmp_path / "runs" / "run-001" / "results.jsonl"
+        while time.monotonic() < deadline and (not results.exists() or results.stat().st_size < 2000):
+            time.sleep(0.2)  # wait until frames are being written
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    finally:
+        server.kill()
+    assert process.returncode == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    rows = records(tmp_path / "runs" / "run-001")
+    assert summary["stopped_by"] == "interrupt" and summary["ok"] == sum(r["status"] == "ok" for r in rows) > 0
+    print(f"\nsigterm: {summary['ok']} frames kept, exit 0")
