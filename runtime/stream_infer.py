@@ -189,6 +189,7 @@ def run_stream(auditor: Auditor, sources: Sequence[str], folder: Path, options: 
     if save.show:
         check_display()
     summary = StreamSummary(folder)
+    unscored: dict[str, int] = {}  # frames read but cut by --max-frames, per source
     folder.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
     if resume is not None:
@@ -209,11 +210,16 @@ def run_stream(auditor: Auditor, sources: Sequence[str], folder: Path, options: 
             if duration is not None and time.perf_counter() - start >= duration and not stop.is_set():
                 summary.stopped_by = summary.stopped_by or "duration"
                 stop.set()
-            batch, turn = _collect(readers, auditor.batch_size, turn, summary, writer)
+            batch, events, turn = _collect(readers, auditor.batch_size, turn)
+            if max_frames is not None:
+                keep = max(0, max_frames - summary.ok)
+                for frame in batch[keep:]:
+                    unscored[frame.source_id] = unscored.get(frame.source_id, 0) + 1
+                batch = batch[:keep]
+            _score(auditor, batch, summary, writer, save)
+            for event in events:  # after the frames read before them
+                _write_event(event, summary, writer, unscored)
             if batch:
-                if max_frames is not None:
-                    batch = batch[:max(0, max_frames - summary.ok)]
-                _score(auditor, batch, summary, writer, save)
                 if max_frames is not None and summary.ok >= max_frames and not stop.is_set():
                     summary.stopped_by = "max-frames"
                     stop.set()
@@ -229,7 +235,7 @@ def run_stream(auditor: Auditor, sources: Sequence[str], folder: Path, options: 
     except KeyboardInterrupt:
         summary.stopped_by = "interrupt"
         stop.set()
-        _drain_events(readers, summary, writer)
+        _drain_events(readers, summary, writer, unscored)
     finally:
         stop.set()
         for reader in readers:
@@ -246,9 +252,11 @@ def run_stream(auditor: Auditor, sources: Sequence[str], folder: Path, options: 
     return summary
 
 
-def _collect(readers, size: int, turn: int, summary: StreamSummary, writer: _Writer) -> tuple[list[Frame], int]:
-    """Up to ``size`` frames, taken round-robin so that no source starves; events are written as they come."""
+def _collect(readers, size: int, turn: int) -> tuple[list[Frame], list[Frame], int]:
+    """Up to ``size`` frames, taken round-robin so that no source starves, and the events met on the way (to be
+    written once the frames before them are)."""
     batch: list[Frame] = []
+    events: list[Frame] = []
     idle = 0
     while len(batch) < size and idle < len(readers):
         reader = readers[turn % len(readers)]
@@ -261,18 +269,25 @@ def _collect(readers, size: int, turn: int, summary: StreamSummary, writer: _Wri
         if item.event == "frame":
             batch.append(item)
         else:
-            _write_event(item, summary, writer)
-    return batch, turn
+            events.append(item)
+    return batch, events, turn
 
 
-def _drain_events(readers, summary: StreamSummary, writer: _Writer) -> None:
+def _drain_events(readers, summary: StreamSummary, writer: _Writer, unscored: dict[str, int]) -> None:
     for reader in readers:
         while (item := reader.buffer.get_nowait()) is not None:
-            if item.event != "frame":
-                _write_event(item, summary, writer)
+            if item.event == "frame":
+                unscored[item.source_id] = unscored.get(item.source_id, 0) + 1
+            else:
+                _write_event(item, summary, writer, unscored)
 
 
-def _write_event(item: Frame, summary: StreamSummary, writer: _Writer) -> None:
+def _write_event(item: Frame, summary: StreamSummary, writer: _Writer, unscored: dict[str, int]) -> None:
+    """An ``end`` only when every frame read from the source was scored: after --max-frames cut some, the source
+    is recorded as ``stopped``, so that ``--resume`` goes on with it instead of taking it as done."""
+    if item.event == "end" and unscored.get(item.source_id):
+        item.event = "stopped"
+        item.detail = f"{unscored[item.source_id]} frames read after the run's limit were not scored"
     if item.event == "error":
         summary.errors += 1
         record = {"source_id": item.source_id, "status": "error", "error": f"{item.source_id}: {item.detail}"}

@@ -68,13 +68,14 @@ class Frame:
 
 
 class FrameBuffer:
-    """Between one reader thread and the consumer. Frames are bounded (``all``: the reader waits for room;
-    ``latest``: a new frame replaces an unread one and the drop is counted); events are never dropped."""
+    """Between one reader thread and the consumer, in the order the reader produced them. Frames are bounded
+    (``all``: the reader waits for room; ``latest``: a new frame replaces the unread ones and the drops are
+    counted); events are never dropped, and never overtake the frames read before them."""
 
     def __init__(self, policy: str = "all", size: int = 8):
         self.policy, self.size = policy, (1 if policy == "latest" else size)
-        self.frames: collections.deque[Frame] = collections.deque()
-        self.events: collections.deque[Frame] = collections.deque()
+        self.items: collections.deque[Frame] = collections.deque()
+        self.frames = 0  # frames among the items
         self.dropped = 0
         self.closed = False
         self._cond = threading.Condition()
@@ -83,31 +84,36 @@ class FrameBuffer:
         """False when ``stop`` was set while waiting for room (the frame is then not queued)."""
         with self._cond:
             if frame.event != "frame":
-                self.events.append(frame)
+                self.items.append(frame)
             elif self.policy == "latest":
                 if self.frames:
-                    self.frames.popleft()
-                    self.dropped += 1
-                self.frames.append(frame)
+                    self.dropped += self.frames
+                    self.items = collections.deque(item for item in self.items if item.event != "frame")
+                self.items.append(frame)
+                self.frames = 1
             else:
-                while len(self.frames) >= self.size:
+                while self.frames >= self.size:
                     if stop.is_set():
                         return False
                     self._cond.wait(0.05)
-                self.frames.append(frame)
+                self.items.append(frame)
+                self.frames += 1
             self._cond.notify_all()
             return True
 
     def get_nowait(self) -> Frame | None:
         with self._cond:
-            item = self.events.popleft() if self.events else (self.frames.popleft() if self.frames else None)
-            if item is not None:
-                self._cond.notify_all()
+            if not self.items:
+                return None
+            item = self.items.popleft()
+            if item.event == "frame":
+                self.frames -= 1
+            self._cond.notify_all()
             return item
 
     def wait(self, timeout: float) -> None:
         with self._cond:
-            if not self.frames and not self.events and not self.closed:
+            if not self.items and not self.closed:
                 self._cond.wait(timeout)
 
     def close(self) -> None:
@@ -117,12 +123,12 @@ class FrameBuffer:
 
     @property
     def depth(self) -> int:
-        return len(self.frames)
+        return self.frames
 
     @property
     def drained(self) -> bool:
         with self._cond:
-            return self.closed and not self.frames and not self.events
+            return self.closed and not self.items
 
 
 def _open_capture(target: str | int, options: StreamOptions):

@@ -53,14 +53,10 @@ def command(artifact, sources, out, batch, recursive, save_overlays, region_thre
     """Audit images with an exported ARTIFACT. SOURCES are image files, folders, globs and text files listing
     sources (one per line); or video files, webcam indexes (0) and stream URLs (rtsp://, http:// MJPEG or video),
     each tagged by its source_id."""
-    import json
-
     from auditor_rt.cli.options import parse_providers
     from auditor_rt.runtime.auditor import Auditor
-    from auditor_rt.runtime.infer import run_inference
     from auditor_rt.runtime.resume import load_resume_state
-    from auditor_rt.runtime.runfolder import next_run_folder
-    from auditor_rt.runtime.sources import expand_list_files, expand_sources
+    from auditor_rt.runtime.sources import expand_list_files
     from auditor_rt.runtime.streams import StreamOptions, is_video_source
 
     sources = expand_list_files(sources)
@@ -71,25 +67,45 @@ def command(artifact, sources, out, batch, recursive, save_overlays, region_thre
         click.secho(f"note: cut a partial last line ({resume.cut_bytes} bytes) from {resume_folder}/results.jsonl",
                     fg="yellow", err=True)
     videos = [source for source in sources if is_video_source(source)]
-    if videos:
-        if len(videos) != len(sources):
-            raise CliError("give either images (files, folders, globs) or video sources (video files, webcams, "
-                           "stream URLs) in one run, not both")
-        if explain:
-            raise CliError("--explain is for images; video sources are scored with the audit graph only")
-        if show:
-            from auditor_rt.runtime.stream_infer import check_display
+    if videos and len(videos) != len(sources):
+        raise CliError("give either images (files, folders, globs) or video sources (video files, webcams, "
+                       "stream URLs) in one run, not both")
+    if videos and explain:
+        raise CliError("--explain is for images; video sources are scored with the audit graph only")
+    if videos and show:
+        from auditor_rt.runtime.stream_infer import check_display
 
-            check_display()  # before a run folder is made
+        check_display()  # before a run folder is made
+    load = dict(backend=backend, providers=parse_providers(providers), threads=threads, batch_size=batch,
+                region_threshold=region_threshold)
+    if videos:
+        from auditor_rt.runtime.stream_infer import SaveRule
+
         options = StreamOptions(vid_stride=vid_stride, buffer=stream_buffer, read_timeout=read_timeout,
                                 reconnect_attempts=reconnect_attempts, reconnect_delay=reconnect_delay)
-        with Auditor.load(artifact, backend=backend, providers=parse_providers(providers), threads=threads,
-                          batch_size=batch, region_threshold=region_threshold) as auditor:
-            folder = resume.folder if resume else next_run_folder(out)
-            errors = _stream(auditor, videos, folder, options, max_frames, duration, save_overlays,
-                             only_positive, every_n_seconds, as_json, resume, save_video, show)
-        _check_strict(strict, errors)
-        return
+        save = SaveRule(enabled=save_overlays, only_positive=only_positive, every_n_seconds=every_n_seconds,
+                        video=save_video, show=show)
+        with Auditor.load(artifact, **load) as auditor:
+            errors = _videos(auditor, videos, out, options, save, max_frames, duration, as_json, resume)
+    else:
+        with Auditor.load(artifact, **load) as auditor:
+            errors = _images(auditor, sources, out, recursive, save_overlays, explain, as_json, resume)
+    if strict and errors:
+        raise CliError(f"--strict: {errors} input(s) gave error records", STRICT_EXIT)
+
+
+def _run_folder(out, resume):
+    from auditor_rt.runtime.runfolder import next_run_folder
+
+    return resume.folder if resume else next_run_folder(out)
+
+
+def _images(auditor, sources, out, recursive, save_overlays, explain, as_json, resume) -> int:
+    """Image files, folders and globs; returns the count of error records."""
+    import json
+
+    from auditor_rt.runtime.infer import run_inference
+    from auditor_rt.runtime.sources import expand_sources
 
     items = expand_sources(sources, recursive=recursive)
     if resume is not None:
@@ -98,48 +114,36 @@ def command(artifact, sources, out, batch, recursive, save_overlays, region_thre
         click.echo(f"resuming {resume.folder}: {skipped} input(s) already recorded, {len(items)} to go", err=True)
         if not items:
             click.echo("nothing left to do: every input is already recorded")
-            return
-    with Auditor.load(artifact, backend=backend, providers=parse_providers(providers), threads=threads,
-                      batch_size=batch, region_threshold=region_threshold) as auditor:
-        folder = resume.folder if resume else next_run_folder(out)
-        with click.progressbar(length=len(items), label="auditing", file=click.get_text_stream("stderr"),
-                               show_pos=True) as bar:
-            summary = run_inference(auditor, items, folder, save_overlays=save_overlays, progress=bar.update,
-                                    explain=explain, append=resume is not None,
-                                    start_index=resume.next_index if resume else 0)
+            return 0
+    folder = _run_folder(out, resume)
+    with click.progressbar(length=len(items), label="auditing", file=click.get_text_stream("stderr"),
+                           show_pos=True) as bar:
+        summary = run_inference(auditor, items, folder, save_overlays=save_overlays, progress=bar.update,
+                                explain=explain, append=resume is not None,
+                                start_index=resume.next_index if resume else 0)
     if as_json:
         click.echo(json.dumps(summary.to_dict()))
-        if not summary.ok:
-            raise CliError("no image could be audited", 1)
-        _check_strict(strict, summary.errors)
-        return
-    for record in summary.records:
-        if record["status"] == "error":
-            click.secho(f"error {record['error']}", fg="yellow", err=True)
-    rate = summary.ok / summary.seconds if summary.seconds else 0.0
-    flagged = "" if auditor.is_classifier else f", {summary.positives} flagged as risk"
-    click.echo(f"{summary.ok} ok, {summary.errors} errors{flagged} in {summary.seconds:.1f} s ({rate:.1f} img/s)")
-    click.echo(f"results: {folder / 'results.jsonl'}")
-    if summary.ok and save_overlays:
-        if not auditor.is_classifier:
+    else:
+        for record in summary.records:
+            if record["status"] == "error":
+                click.secho(f"error {record['error']}", fg="yellow", err=True)
+        rate = summary.ok / summary.seconds if summary.seconds else 0.0
+        flagged = "" if auditor.is_classifier else f", {summary.positives} flagged as risk"
+        click.echo(f"{summary.ok} ok, {summary.errors} errors{flagged} in {summary.seconds:.1f} s ({rate:.1f} img/s)")
+        click.echo(f"results: {folder / 'results.jsonl'}")
+        if summary.ok and save_overlays and not auditor.is_classifier:
             click.echo(f"overlays: {folder / 'overlays'}  contact sheet: {folder / 'contact_sheet.png'}")
     if not summary.ok:
         raise CliError(f"no image could be audited ({summary.errors} errors, listed in {folder / 'results.jsonl'})", 1)
-    _check_strict(strict, summary.errors)
+    return summary.errors
 
 
-def _check_strict(strict: bool, errors: int) -> None:
-    if strict and errors:
-        raise CliError(f"--strict: {errors} input(s) gave error records", STRICT_EXIT)
-
-
-def _stream(auditor, sources, folder, options, max_frames, duration, save_overlays, only_positive, every_n_seconds,
-            as_json, resume=None, save_video=False, show=False) -> int:
-    """Run the video sources; returns the count of error records."""
+def _videos(auditor, sources, out, options, save, max_frames, duration, as_json, resume) -> int:
+    """Video files, webcams and streams; returns the count of error records."""
     import json
     import time
 
-    from auditor_rt.runtime.stream_infer import SaveRule, run_stream
+    from auditor_rt.runtime.stream_infer import run_stream
 
     err = click.get_text_stream("stderr")
     began = time.perf_counter()
@@ -150,8 +154,7 @@ def _stream(auditor, sources, folder, options, max_frames, duration, save_overla
                   f"{summary.errors} errors, queue {depth}  ")
         err.flush()
 
-    save = SaveRule(enabled=save_overlays, only_positive=only_positive, every_n_seconds=every_n_seconds,
-                    video=save_video, show=show)
+    folder = _run_folder(out, resume)
     summary = run_stream(auditor, sources, folder, options, max_frames=max_frames, duration=duration, save=save,
                          progress=progress, resume=resume)
     err.write("\n")

@@ -42,14 +42,27 @@ def test_video_source_kinds():
         StreamOptions(buffer="newest")
 
 
-def test_latest_buffer_keeps_the_newest_frame_and_every_event():
+def test_latest_buffer_keeps_the_newest_frame_and_every_event_in_order():
     buffer, stop = FrameBuffer("latest"), threading.Event()
-    for i in range(5):
-        buffer.put(Frame("cam", i, float(i), np.zeros((2, 2, 3), np.uint8)), stop)
-    buffer.put(Frame("cam", -1, 5.0, None, "disconnect"), stop)
-    first, second = buffer.get_nowait(), buffer.get_nowait()
-    assert first.event == "disconnect" and second.index == 4 and buffer.dropped == 4
-    assert buffer.get_nowait() is None
+    frame = lambda i: Frame("cam", i, float(i), np.zeros((2, 2, 3), np.uint8))  # noqa: E731
+    buffer.put(frame(0), stop)
+    buffer.put(Frame("cam", -1, 0.5, None, "disconnect"), stop)
+    for i in range(1, 5):
+        buffer.put(frame(i), stop)
+    buffer.put(Frame("cam", -1, 5.0, None, "end"), stop)
+    order = [(item.event, item.index) for item in iter(buffer.get_nowait, None)]
+    assert order == [("disconnect", -1), ("frame", 4), ("end", -1)] and buffer.dropped == 4
+
+
+def test_all_buffer_bounds_frames_and_keeps_events_behind_them():
+    buffer, stop = FrameBuffer("all", size=2), threading.Event()
+    frame = lambda i: Frame("clip", i, float(i), np.zeros((2, 2, 3), np.uint8))  # noqa: E731
+    assert buffer.put(frame(0), stop) and buffer.put(frame(1), stop)
+    stop.set()
+    assert not buffer.put(frame(2), stop)  # full, and the run is stopping: not queued, not blocked
+    buffer.put(Frame("clip", -1, 2.0, None, "end"), stop)
+    assert [(item.event, item.index) for item in iter(buffer.get_nowait, None)] == [
+        ("frame", 0), ("frame", 1), ("end", -1)]
 
 
 def test_video_file_gives_one_record_per_frame(artifact_dir, tmp_path):
@@ -301,10 +314,11 @@ def test_resume_continues_an_interrupted_video_run(artifact_dir, tmp_path):
     second = CliRunner().invoke(cli, [*base, "--resume", str(folder)])
     assert second.exit_code == 0, second.output
     rows = records(folder)  # every line parses: the partial one was cut
-    assert [r["frame"] for r in rows if r["status"] == "ok"] == list(range(20))
-    assert [r["event"] for r in rows if r["status"] == "event"] == ["end"]
+    trace = " ".join(f"{r['status'][0]}{r.get('frame', r.get('event'))}" for r in rows)
+    assert [r["frame"] for r in rows if r["status"] == "ok"] == list(range(20)), (trace, second.output[-300:])
+    assert [r["event"] for r in rows if r["status"] == "event"] == ["end"], trace
     third = CliRunner().invoke(cli, [*base, "--resume", str(folder)])
-    assert third.exit_code == 0 and len(records(folder)) == len(rows)  # nothing left to do, nothing added
+    assert third.exit_code == 0 and len(records(folder)) == len(rows), third.output  # nothing left, nothing added
 
 
 def test_sigterm_stops_a_live_run_and_keeps_what_was_done(artifact_dir, tmp_path, python_exe):
@@ -331,3 +345,22 @@ def test_sigterm_stops_a_live_run_and_keeps_what_was_done(artifact_dir, tmp_path
     rows = records(tmp_path / "runs" / "run-001")
     assert summary["stopped_by"] == "interrupt" and summary["ok"] == sum(r["status"] == "ok" for r in rows) > 0
     print(f"\nsigterm: {summary['ok']} frames kept, exit 0")
+
+
+def test_a_source_cut_by_max_frames_is_not_taken_as_done(artifact_dir, tmp_path):
+    """The reader can reach the end of a file while --max-frames cuts frames it read: that source is recorded as
+    'stopped', not 'end', and --resume scores the rest (a large buffer lets the reader finish first every time)."""
+    from auditor_rt.runtime.resume import load_resume_state
+
+    video = write_video(tmp_path / "clip.avi", 20)
+    options = StreamOptions(queue_size=64)
+    with Auditor.load(artifact_dir, batch_size=8) as auditor:
+        run_stream(auditor, [str(video)], tmp_path / "run", options, max_frames=7, save=SaveRule(enabled=False))
+        rows = records(tmp_path / "run")
+        stopped = [r for r in rows if r["status"] == "event"]
+        assert [r["event"] for r in stopped] == ["stopped"] and "13 frames" in stopped[0]["detail"]
+        run_stream(auditor, [str(video)], tmp_path / "run", options, save=SaveRule(enabled=False),
+                   resume=load_resume_state(tmp_path / "run"))
+    rows = records(tmp_path / "run")
+    assert [r["frame"] for r in rows if r["status"] == "ok"] == list(range(20))
+    assert [r["event"] for r in rows if r["status"] == "event"] == ["stopped", "end"]
