@@ -263,10 +263,13 @@ def test_a_decompression_bomb_is_refused_from_its_header_whatever_the_import_ord
     bomb = bomb_png
     with pytest.raises(ImageDecodeError, match=r"20000x20000 is over the limit .*\(refused before decoding\)"):
         decode_image(bomb)
-    script = ("import cv2, sys, resource\n"  # cv2 first: OpenCV's own limit is then its default (1 G pixels)
+    # cv2 first: OpenCV's own limit is then its default (1 G pixels). The peak is VmHWM, which exec resets
+    # (ru_maxrss would carry the pytest parent's peak into the child).
+    script = ("import cv2, re, sys\n"
               "from auditor_rt.runtime.imageio import decode_image\n"
               "try:\n    decode_image(sys.stdin.buffer.read())\nexcept Exception as exc:\n    print(exc)\n"
-              "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n")
+              "status = open('/proc/self/status').read()\n"
+              "print(int(re.search(r'VmHWM:\\s+(\\d+)', status).group(1)) // 1024)\n")
     run = subprocess.run([sys.executable, "-c", script], input=bomb, capture_output=True, timeout=120)
     message, peak_mb = run.stdout.decode().strip().splitlines()
     assert "over the limit" in message and int(peak_mb) < 500
