@@ -179,11 +179,13 @@ def _safe(source_id: str) -> str:
 def run_stream(auditor: Auditor, sources: Sequence[str], folder: Path, options: StreamOptions | None = None,
                max_frames: int | None = None, duration: float | None = None, save: SaveRule | None = None,
                progress: Callable[[StreamSummary, int], None] | None = None,
-               resume: ResumeState | None = None) -> StreamSummary:
+               resume: ResumeState | None = None, append: bool = False,
+               summary_name: str = "summary.json") -> StreamSummary:
     """Score every frame that the readers deliver, in batches of ``auditor.batch_size``, until every source has
     ended, ``max_frames`` frames were scored, ``duration`` seconds passed, or the run is interrupted. With
     ``resume`` (an earlier run of the same folder), video files continue after their last scored frame, files
-    read to their end are skipped, and records are appended."""
+    read to their end are skipped, and records are appended. ``append`` adds to the folder's records without
+    resuming (images and videos in one run); the summary goes to ``summary_name``."""
     options = options or StreamOptions()
     save = save or SaveRule()
     if save.show:
@@ -197,7 +199,7 @@ def run_stream(auditor: Auditor, sources: Sequence[str], folder: Path, options: 
     readers = [VideoReader(source, options, stop, -1 if resume is None else resume.last_frame.get(source, -1))
                for source in sources]
     fps = {reader.source_id: reader for reader in readers}
-    writer = _Writer(folder, append=resume is not None,
+    writer = _Writer(folder, append=append or resume is not None,
                      fps_of=lambda source: fps[source].fps / options.vid_stride if source in fps else 0.0)
     previous = _on_sigterm(stop, summary)
     start = time.perf_counter()
@@ -246,7 +248,7 @@ def run_stream(auditor: Auditor, sources: Sequence[str], folder: Path, options: 
     summary.seconds = time.perf_counter() - start
     summary.dropped = sum(r.buffer.dropped for r in readers)
     summary.decoded = {r.source_id: r.decoded for r in readers}
-    (folder / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+    (folder / summary_name).write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
     if writer.failure is not None:
         raise writer.failure
     return summary

@@ -67,9 +67,7 @@ def command(artifact, sources, out, batch, recursive, save_overlays, region_thre
         click.secho(f"note: cut a partial last line ({resume.cut_bytes} bytes) from {resume_folder}/results.jsonl",
                     fg="yellow", err=True)
     videos = [source for source in sources if is_video_source(source)]
-    if videos and len(videos) != len(sources):
-        raise CliError("give either images (files, folders, globs) or video sources (video files, webcams, "
-                       "stream URLs) in one run, not both")
+    images = [source for source in sources if not is_video_source(source)]
     if videos and explain:
         raise CliError("--explain is for images; video sources are scored with the audit graph only")
     if videos and show:
@@ -78,18 +76,25 @@ def command(artifact, sources, out, batch, recursive, save_overlays, region_thre
         check_display()  # before a run folder is made
     load = dict(backend=backend, providers=parse_providers(providers), threads=threads, batch_size=batch,
                 region_threshold=region_threshold)
-    if videos:
-        from auditor_rt.runtime.stream_infer import SaveRule
+    errors = audited = 0
+    with Auditor.load(artifact, **load) as auditor:
+        folder = _run_folder(out, resume)
+        if images:  # images first, then the videos into the same run folder
+            image_errors, image_ok = _images(auditor, images, folder, recursive, save_overlays, explain, as_json,
+                                             resume, allow_none=bool(videos))
+            errors, audited = errors + image_errors, audited + image_ok
+        if videos:
+            from auditor_rt.runtime.stream_infer import SaveRule
 
-        options = StreamOptions(vid_stride=vid_stride, buffer=stream_buffer, read_timeout=read_timeout,
-                                reconnect_attempts=reconnect_attempts, reconnect_delay=reconnect_delay)
-        save = SaveRule(enabled=save_overlays, only_positive=only_positive, every_n_seconds=every_n_seconds,
-                        video=save_video, show=show)
-        with Auditor.load(artifact, **load) as auditor:
-            errors = _videos(auditor, videos, out, options, save, max_frames, duration, as_json, resume)
-    else:
-        with Auditor.load(artifact, **load) as auditor:
-            errors = _images(auditor, sources, out, recursive, save_overlays, explain, as_json, resume)
+            options = StreamOptions(vid_stride=vid_stride, buffer=stream_buffer, read_timeout=read_timeout,
+                                    reconnect_attempts=reconnect_attempts, reconnect_delay=reconnect_delay)
+            save = SaveRule(enabled=save_overlays, only_positive=only_positive, every_n_seconds=every_n_seconds,
+                            video=save_video, show=show)
+            video_errors, video_ok = _videos(auditor, videos, folder, options, save, max_frames, duration,
+                                             as_json, resume, after_images=bool(images))
+            errors, audited = errors + video_errors, audited + video_ok
+    if images and videos and not audited and (errors or resume is None):
+        raise CliError(f"nothing could be audited ({errors} errors, listed in {folder / 'results.jsonl'})", 1)
     if strict and errors:
         raise CliError(f"--strict: {errors} input(s) gave error records", STRICT_EXIT)
 
@@ -100,8 +105,10 @@ def _run_folder(out, resume):
     return resume.folder if resume else next_run_folder(out)
 
 
-def _images(auditor, sources, out, recursive, save_overlays, explain, as_json, resume) -> int:
-    """Image files, folders and globs; returns the count of error records."""
+def _images(auditor, sources, folder, recursive, save_overlays, explain, as_json, resume,
+            allow_none=False) -> tuple[int, int]:
+    """Image files, folders and globs; returns the counts of error and ok records. ``allow_none``: videos follow, so a
+    run whose images all failed is not over yet."""
     import json
 
     from auditor_rt.runtime.infer import run_inference
@@ -113,9 +120,8 @@ def _images(auditor, sources, out, recursive, save_overlays, explain, as_json, r
         items = [item for item in items if item.source not in resume.sources]
         click.echo(f"resuming {resume.folder}: {skipped} input(s) already recorded, {len(items)} to go", err=True)
         if not items:
-            click.echo("nothing left to do: every input is already recorded")
-            return 0
-    folder = _run_folder(out, resume)
+            click.echo("nothing left to do: every image is already recorded")
+            return 0, 0
     with click.progressbar(length=len(items), label="auditing", file=click.get_text_stream("stderr"),
                            show_pos=True) as bar:
         summary = run_inference(auditor, items, folder, save_overlays=save_overlays, progress=bar.update,
@@ -133,13 +139,15 @@ def _images(auditor, sources, out, recursive, save_overlays, explain, as_json, r
         click.echo(f"results: {folder / 'results.jsonl'}")
         if summary.ok and save_overlays and not auditor.is_classifier:
             click.echo(f"overlays: {folder / 'overlays'}  contact sheet: {folder / 'contact_sheet.png'}")
-    if not summary.ok:
+    if not summary.ok and not allow_none:
         raise CliError(f"no image could be audited ({summary.errors} errors, listed in {folder / 'results.jsonl'})", 1)
-    return summary.errors
+    return summary.errors, summary.ok
 
 
-def _videos(auditor, sources, out, options, save, max_frames, duration, as_json, resume) -> int:
-    """Video files, webcams and streams; returns the count of error records."""
+def _videos(auditor, sources, folder, options, save, max_frames, duration, as_json, resume,
+            after_images=False) -> tuple[int, int]:
+    """Video files, webcams and streams; returns the counts of error and ok records. ``after_images``: the run folder
+    already holds this run's image records; the videos' are appended and their summary is summary_videos.json."""
     import json
     import time
 
@@ -154,9 +162,9 @@ def _videos(auditor, sources, out, options, save, max_frames, duration, as_json,
                   f"{summary.errors} errors, queue {depth}  ")
         err.flush()
 
-    folder = _run_folder(out, resume)
     summary = run_stream(auditor, sources, folder, options, max_frames=max_frames, duration=duration, save=save,
-                         progress=progress, resume=resume)
+                         progress=progress, resume=resume, append=after_images,
+                         summary_name="summary_videos.json" if after_images else "summary.json")
     err.write("\n")
     if as_json:
         click.echo(json.dumps(summary.to_dict()))
@@ -165,6 +173,7 @@ def _videos(auditor, sources, out, options, save, max_frames, duration, as_json,
         click.echo(f"{summary.ok} frames ok, {summary.errors} errors, {summary.events} events, {summary.dropped} "
                    f"dropped in {summary.seconds:.1f} s ({summary.fps:.1f} fps){stopped}")
         click.echo(f"results: {folder / 'results.jsonl'}")
-    if not summary.ok and not (resume is not None and not summary.errors):  # a resumed run may find nothing left
+    nothing_left = resume is not None and not summary.errors  # a resumed run may find nothing left to do
+    if not summary.ok and not nothing_left and not after_images:
         raise CliError(f"no frame could be audited ({summary.errors} errors, listed in {folder / 'results.jsonl'})", 1)
-    return summary.errors
+    return summary.errors, summary.ok

@@ -241,8 +241,15 @@ def test_infer_command_on_a_video(artifact_dir, tmp_path):
     if "NONE" in cv2.getBuildInformation().split("GUI:", 1)[-1].split("\n", 1)[0]:  # the headless wheel
         shown = CliRunner().invoke(cli, ["infer", str(artifact_dir), str(video), "--show"])
         assert shown.exit_code == 2 and "--show needs OpenCV with a GUI" in shown.output
-    mixed = CliRunner().invoke(cli, ["infer", str(artifact_dir), str(video), str(tmp_path / "a.jpg")])
-    assert mixed.exit_code == 2 and "not both" in mixed.output and "Traceback" not in mixed.output
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), np.full((40, 50, 3), 128, np.uint8))
+    mixed = CliRunner().invoke(cli, ["infer", str(artifact_dir), str(photo), str(video), str(tmp_path / "gone.jpg"),
+                                     "-o", str(tmp_path / "mixed"), "--no-save-overlays", "--strict"])
+    assert mixed.exit_code == 3, mixed.output  # one error record (gone.jpg), so --strict fails the run
+    rows = records(tmp_path / "mixed" / "run-001")
+    assert [r["status"] for r in rows if "source" in r] == ["ok", "error"]  # the images first
+    assert sum(r["status"] == "ok" for r in rows if "source_id" in r) == 12  # then every frame of the video
+    assert (tmp_path / "mixed" / "run-001" / "summary_videos.json").is_file()
 
 
 SYSTEM_PYTHON = "/usr/bin/python3"
