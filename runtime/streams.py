@@ -155,7 +155,6 @@ class VideoReader(threading.Thread):
         self.buffer = FrameBuffer(options.buffer, options.queue_size)
         self.decoded = 0       # frames read from the source (before the stride)
         self.fps = 0.0         # the frame rate the source reports, once opened (0 when it reports none)
-        self.disconnects = 0
         self._start = time.monotonic()
 
     def _emit(self, event: str, detail: str = "") -> None:
@@ -178,11 +177,12 @@ class VideoReader(threading.Thread):
         capture = _open_capture(self.target, self.options)
         if not capture.isOpened():
             capture.release()
-            if not self.live or not self._reconnect(initial=True):
-                if not self.live:
-                    self._emit("error", "cannot open the video (unknown format, or not a video)")
+            if not self.live:
+                self._emit("error", "cannot open the video (unknown format, or not a video)")
                 return
-            capture = self._capture
+            capture = self._reconnect(initial=True)
+            if capture is None:
+                return
         self.fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
         index = -1
         while not self.stop_event.is_set():
@@ -198,11 +198,10 @@ class VideoReader(threading.Thread):
                 if not self.live:
                     self._emit("end", f"{self.decoded} frames")
                     return
-                self.disconnects += 1
                 self._emit("disconnect", "the stream stopped delivering frames")
-                if not self._reconnect():
+                capture = self._reconnect()
+                if capture is None:
                     return
-                capture = self._capture
                 continue
             index += 1
             self.decoded += 1
@@ -219,20 +218,19 @@ class VideoReader(threading.Thread):
                 break
         capture.release()
 
-    def _reconnect(self, initial: bool = False) -> bool:
-        """Reopen with exponential backoff; sets ``self._capture`` and emits ``reconnect`` on success, or an
-        ``error`` event once the attempts are spent."""
+    def _reconnect(self, initial: bool = False):
+        """Reopen with exponential backoff: the new capture (after a ``reconnect`` event), or None once the
+        attempts are spent (after an ``error`` event) or the run stops."""
         delay = self.options.reconnect_delay
         for attempt in range(1, self.options.reconnect_attempts + 1):
             if self.stop_event.wait(min(delay, MAX_BACKOFF_S)):
-                return False
+                return None
             delay *= 2
             capture = _open_capture(self.target, self.options)
             if capture.isOpened():
-                self._capture = capture
                 self._emit("reconnect", f"{'opened' if initial else 'reopened'} after {attempt} attempt(s)")
-                return True
+                return capture
             capture.release()
         what = "could not be opened" if initial else "did not come back"
         self._emit("error", f"the stream {what} after {self.options.reconnect_attempts} reconnect attempt(s)")
-        return False
+        return None
