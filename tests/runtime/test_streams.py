@@ -356,7 +356,8 @@ def test_sigterm_stops_a_live_run_and_keeps_what_was_done(artifact_dir, tmp_path
 
 def test_a_source_cut_by_max_frames_is_not_taken_as_done(artifact_dir, tmp_path):
     """The reader can reach the end of a file while --max-frames cuts frames it read: that source is recorded as
-    'stopped', not 'end', and --resume scores the rest (a large buffer lets the reader finish first every time)."""
+    'stopped', not 'end', and --resume scores the rest (a large buffer lets the reader finish first, on an idle
+    machine)."""
     from auditor_rt.runtime.resume import load_resume_state
 
     video = write_video(tmp_path / "clip.avi", 20)
@@ -364,10 +365,13 @@ def test_a_source_cut_by_max_frames_is_not_taken_as_done(artifact_dir, tmp_path)
     with Auditor.load(artifact_dir, batch_size=8) as auditor:
         run_stream(auditor, [str(video)], tmp_path / "run", options, max_frames=7, save=SaveRule(enabled=False))
         rows = records(tmp_path / "run")
-        stopped = [r for r in rows if r["status"] == "event"]
-        assert [r["event"] for r in stopped] == ["stopped"] and "13 frames" in stopped[0]["detail"]
+        events = [r for r in rows if r["status"] == "event"]
+        # Usually the reader has read to the end first: 'stopped', never 'end'. On a loaded machine it may not
+        # get there before the stop, and then there is no event at all.
+        assert [r["event"] for r in events] in (["stopped"], []), events
+        assert not events or "13 frames" in events[0]["detail"]
         run_stream(auditor, [str(video)], tmp_path / "run", options, save=SaveRule(enabled=False),
                    resume=load_resume_state(tmp_path / "run"))
     rows = records(tmp_path / "run")
     assert [r["frame"] for r in rows if r["status"] == "ok"] == list(range(20))
-    assert [r["event"] for r in rows if r["status"] == "event"] == ["stopped", "end"]
+    assert [r["event"] for r in rows if r["status"] == "event"][-1:] == ["end"]
