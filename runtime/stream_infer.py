@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import queue
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import numpy as np
 from auditor_rt.runtime.auditor import Auditor
 from auditor_rt.runtime.errors import ConfigError
 from auditor_rt.runtime.resume import ResumeState
+from auditor_rt.runtime.signals import stop_on_sigterm
 from auditor_rt.runtime.streams import Frame, StreamOptions, VideoReader
 from auditor_rt.runtime.visualize import draw_caption, draw_regions, overlay, write_rgb
 
@@ -180,7 +180,7 @@ def run_stream(auditor: Auditor, sources: Sequence[str], folder: Path, options: 
                max_frames: int | None = None, duration: float | None = None, save: SaveRule | None = None,
                progress: Callable[[StreamSummary, int], None] | None = None,
                resume: ResumeState | None = None, append: bool = False,
-               summary_name: str = "summary.json") -> StreamSummary:
+               summary_name: str | None = "summary.json") -> StreamSummary:
     """Score every frame that the readers deliver, in batches of ``auditor.batch_size``, until every source has
     ended, ``max_frames`` frames were scored, ``duration`` seconds passed, or the run is interrupted. With
     ``resume`` (an earlier run of the same folder), video files continue after their last scored frame, files
@@ -201,39 +201,17 @@ def run_stream(auditor: Auditor, sources: Sequence[str], folder: Path, options: 
     fps = {reader.source_id: reader for reader in readers}
     writer = _Writer(folder, append=append or resume is not None,
                      fps_of=lambda source: fps[source].fps / options.vid_stride if source in fps else 0.0)
-    previous = _on_sigterm(stop, summary)
     start = time.perf_counter()
     writer.start()
     for reader in readers:
         reader.start()
+    def interrupted():
+        summary.stopped_by = summary.stopped_by or "interrupt"
+
     try:
-        turn = 0
-        while True:
-            if duration is not None and time.perf_counter() - start >= duration and not stop.is_set():
-                summary.stopped_by = summary.stopped_by or "duration"
-                stop.set()
-            batch, events, turn = _collect(readers, auditor.batch_size, turn)
-            if max_frames is not None:
-                keep = max(0, max_frames - summary.ok)
-                for frame in batch[keep:]:
-                    unscored[frame.source_id] = unscored.get(frame.source_id, 0) + 1
-                batch = batch[:keep]
-            _score(auditor, batch, summary, writer, save)
-            for event in events:  # after the frames read before them
-                _write_event(event, summary, writer, unscored)
-            if batch:
-                if max_frames is not None and summary.ok >= max_frames and not stop.is_set():
-                    summary.stopped_by = "max-frames"
-                    stop.set()
-                if progress is not None:
-                    progress(summary, sum(r.buffer.depth for r in readers))
-            elif all(r.buffer.drained for r in readers):
-                break
-            else:
-                readers[turn % len(readers)].buffer.wait(IDLE_WAIT_S)
-            if writer.failure is not None:
-                stop.set()
-                break
+        with stop_on_sigterm(stop, interrupted):
+            _score_until_done(auditor, readers, writer, summary, save, stop, start, max_frames, duration, unscored,
+                              progress)
     except KeyboardInterrupt:
         summary.stopped_by = "interrupt"
         stop.set()
@@ -244,14 +222,46 @@ def run_stream(auditor: Auditor, sources: Sequence[str], folder: Path, options: 
             reader.join(timeout=options.read_timeout + 1)
         writer.jobs.put(None)
         writer.join()
-        _restore_sigterm(previous)
     summary.seconds = time.perf_counter() - start
     summary.dropped = sum(r.buffer.dropped for r in readers)
     summary.decoded = {r.source_id: r.decoded for r in readers}
-    (folder / summary_name).write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+    if summary_name:
+        (folder / summary_name).write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
     if writer.failure is not None:
         raise writer.failure
     return summary
+
+
+def _score_until_done(auditor, readers, writer, summary, save, stop, start, max_frames, duration, unscored,
+                      progress) -> None:
+    """Batches of frames round-robin from the readers until every source has ended or a limit stops them."""
+    turn = 0
+    while True:
+        if duration is not None and time.perf_counter() - start >= duration and not stop.is_set():
+            summary.stopped_by = summary.stopped_by or "duration"
+            stop.set()
+        batch, events, turn = _collect(readers, auditor.batch_size, turn)
+        if max_frames is not None:
+            keep = max(0, max_frames - summary.ok)
+            for frame in batch[keep:]:
+                unscored[frame.source_id] = unscored.get(frame.source_id, 0) + 1
+            batch = batch[:keep]
+        _score(auditor, batch, summary, writer, save)
+        for event in events:  # after the frames read before them
+            _write_event(event, summary, writer, unscored)
+        if batch:
+            if max_frames is not None and summary.ok >= max_frames and not stop.is_set():
+                summary.stopped_by = "max-frames"
+                stop.set()
+            if progress is not None:
+                progress(summary, sum(r.buffer.depth for r in readers))
+        elif all(r.buffer.drained for r in readers):
+            return
+        else:
+            readers[turn % len(readers)].buffer.wait(IDLE_WAIT_S)
+        if writer.failure is not None:
+            stop.set()
+            return
 
 
 def _collect(readers, size: int, turn: int) -> tuple[list[Frame], list[Frame], int]:
@@ -318,21 +328,3 @@ def _score(auditor: Auditor, batch: list[Frame], summary: StreamSummary, writer:
                              drawable and save.video, drawable and save.show))
         summary.ok += 1
         summary.positives += positive
-
-
-def _on_sigterm(stop: threading.Event, summary: StreamSummary):
-    """SIGTERM stops the readers like Ctrl-C does (main thread only; elsewhere signals cannot be set); what was
-    read is still scored and written."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def handler(signum, frame):
-        summary.stopped_by = summary.stopped_by or "interrupt"
-        stop.set()
-
-    return signal.signal(signal.SIGTERM, handler)
-
-
-def _restore_sigterm(previous) -> None:
-    if previous is not None and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, previous)

@@ -76,13 +76,13 @@ def command(artifact, sources, out, batch, recursive, save_overlays, region_thre
         check_display()  # before a run folder is made
     load = dict(backend=backend, providers=parse_providers(providers), threads=threads, batch_size=batch,
                 region_threshold=region_threshold)
-    errors = audited = 0
+    parts = {}
     with Auditor.load(artifact, **load) as auditor:
         folder = _run_folder(out, resume)
+        mixed = bool(images and videos)
         if images:  # images first, then the videos into the same run folder
-            image_errors, image_ok = _images(auditor, images, folder, recursive, save_overlays, explain, as_json,
-                                             resume, allow_none=bool(videos))
-            errors, audited = errors + image_errors, audited + image_ok
+            parts["images"] = _images(auditor, images, folder, recursive, save_overlays, explain, as_json, resume,
+                                      mixed)
         if videos:
             from auditor_rt.runtime.stream_infer import SaveRule
 
@@ -90,13 +90,26 @@ def command(artifact, sources, out, batch, recursive, save_overlays, region_thre
                                     reconnect_attempts=reconnect_attempts, reconnect_delay=reconnect_delay)
             save = SaveRule(enabled=save_overlays, only_positive=only_positive, every_n_seconds=every_n_seconds,
                             video=save_video, show=show)
-            video_errors, video_ok = _videos(auditor, videos, folder, options, save, max_frames, duration,
-                                             as_json, resume, after_images=bool(images))
-            errors, audited = errors + video_errors, audited + video_ok
-    if images and videos and not audited and (errors or resume is None):
-        raise CliError(f"nothing could be audited ({errors} errors, listed in {folder / 'results.jsonl'})", 1)
+            parts["videos"] = _videos(auditor, videos, folder, options, save, max_frames, duration, as_json, resume,
+                                      mixed)
+    errors = sum(part.errors for part in parts.values())
+    audited = sum(part.ok for part in parts.values())
+    if mixed:
+        _write_mixed_summary(folder, parts)
+        if not audited and (errors or resume is None):
+            raise CliError(f"nothing could be audited ({errors} errors, listed in {folder / 'results.jsonl'})", 1)
     if strict and errors:
         raise CliError(f"--strict: {errors} input(s) gave error records", STRICT_EXIT)
+
+
+def _write_mixed_summary(folder, parts: dict) -> None:
+    """One summary.json for a run of images and videos: the totals, and each part's own summary."""
+    import json
+
+    totals = {key: sum(part.to_dict()[key] for part in parts.values()) for key in ("ok", "errors", "positives")}
+    document = {"run_folder": str(folder), **totals, "results": str(folder / "results.jsonl"),
+                **{name: part.to_dict() for name, part in parts.items()}}
+    (folder / "summary.json").write_text(json.dumps(document, indent=2) + "\n")
 
 
 def _run_folder(out, resume):
@@ -105,13 +118,12 @@ def _run_folder(out, resume):
     return resume.folder if resume else next_run_folder(out)
 
 
-def _images(auditor, sources, folder, recursive, save_overlays, explain, as_json, resume,
-            allow_none=False) -> tuple[int, int]:
-    """Image files, folders and globs; returns the counts of error and ok records. ``allow_none``: videos follow, so a
-    run whose images all failed is not over yet."""
+def _images(auditor, sources, folder, recursive, save_overlays, explain, as_json, resume, mixed=False):
+    """Image files, folders and globs; returns the summary. ``mixed``: videos follow, so a run whose images all
+    failed is not over yet, and the run's summary.json is written once both are done."""
     import json
 
-    from auditor_rt.runtime.infer import run_inference
+    from auditor_rt.runtime.infer import InferSummary, run_inference
     from auditor_rt.runtime.sources import expand_sources
 
     items = expand_sources(sources, recursive=recursive)
@@ -121,12 +133,13 @@ def _images(auditor, sources, folder, recursive, save_overlays, explain, as_json
         click.echo(f"resuming {resume.folder}: {skipped} input(s) already recorded, {len(items)} to go", err=True)
         if not items:
             click.echo("nothing left to do: every image is already recorded")
-            return 0, 0
+            return InferSummary(folder)
     with click.progressbar(length=len(items), label="auditing", file=click.get_text_stream("stderr"),
                            show_pos=True) as bar:
         summary = run_inference(auditor, items, folder, save_overlays=save_overlays, progress=bar.update,
                                 explain=explain, append=resume is not None,
-                                start_index=resume.next_index if resume else 0)
+                                start_index=resume.next_index if resume else 0,
+                                summary_name=None if mixed else "summary.json")
     if as_json:
         click.echo(json.dumps(summary.to_dict()))
     else:
@@ -135,19 +148,20 @@ def _images(auditor, sources, folder, recursive, save_overlays, explain, as_json
                 click.secho(f"error {record['error']}", fg="yellow", err=True)
         rate = summary.ok / summary.seconds if summary.seconds else 0.0
         flagged = "" if auditor.is_classifier else f", {summary.positives} flagged as risk"
-        click.echo(f"{summary.ok} ok, {summary.errors} errors{flagged} in {summary.seconds:.1f} s ({rate:.1f} img/s)")
+        stopped = f", stopped by {summary.stopped_by} (--resume {folder} does the rest)" if summary.stopped_by else ""
+        click.echo(f"{summary.ok} ok, {summary.errors} errors{flagged} in {summary.seconds:.1f} s ({rate:.1f} img/s)"
+                   f"{stopped}")
         click.echo(f"results: {folder / 'results.jsonl'}")
         if summary.ok and save_overlays and not auditor.is_classifier:
             click.echo(f"overlays: {folder / 'overlays'}  contact sheet: {folder / 'contact_sheet.png'}")
-    if not summary.ok and not allow_none:
+    if not summary.ok and not mixed and not summary.stopped_by:
         raise CliError(f"no image could be audited ({summary.errors} errors, listed in {folder / 'results.jsonl'})", 1)
-    return summary.errors, summary.ok
+    return summary
 
 
-def _videos(auditor, sources, folder, options, save, max_frames, duration, as_json, resume,
-            after_images=False) -> tuple[int, int]:
-    """Video files, webcams and streams; returns the counts of error and ok records. ``after_images``: the run folder
-    already holds this run's image records; the videos' are appended and their summary is summary_videos.json."""
+def _videos(auditor, sources, folder, options, save, max_frames, duration, as_json, resume, mixed=False):
+    """Video files, webcams and streams; returns the summary. ``mixed``: the run folder already holds this run's
+    image records; the videos' are appended, and the run's summary.json is written once both are done."""
     import json
     import time
 
@@ -163,8 +177,8 @@ def _videos(auditor, sources, folder, options, save, max_frames, duration, as_js
         err.flush()
 
     summary = run_stream(auditor, sources, folder, options, max_frames=max_frames, duration=duration, save=save,
-                         progress=progress, resume=resume, append=after_images,
-                         summary_name="summary_videos.json" if after_images else "summary.json")
+                         progress=progress, resume=resume, append=mixed,
+                         summary_name=None if mixed else "summary.json")
     err.write("\n")
     if as_json:
         click.echo(json.dumps(summary.to_dict()))
@@ -174,6 +188,6 @@ def _videos(auditor, sources, folder, options, save, max_frames, duration, as_js
                    f"dropped in {summary.seconds:.1f} s ({summary.fps:.1f} fps){stopped}")
         click.echo(f"results: {folder / 'results.jsonl'}")
     nothing_left = resume is not None and not summary.errors  # a resumed run may find nothing left to do
-    if not summary.ok and not nothing_left and not after_images:
+    if not summary.ok and not nothing_left and not mixed:
         raise CliError(f"no frame could be audited ({summary.errors} errors, listed in {folder / 'results.jsonl'})", 1)
-    return summary.errors, summary.ok
+    return summary

@@ -249,7 +249,9 @@ def test_infer_command_on_a_video(artifact_dir, tmp_path):
     rows = records(tmp_path / "mixed" / "run-001")
     assert [r["status"] for r in rows if "source" in r] == ["ok", "error"]  # the images first
     assert sum(r["status"] == "ok" for r in rows if "source_id" in r) == 12  # then every frame of the video
-    assert (tmp_path / "mixed" / "run-001" / "summary_videos.json").is_file()
+    summary = json.loads((tmp_path / "mixed" / "run-001" / "summary.json").read_text())
+    assert (summary["ok"], summary["errors"]) == (13, 1)  # one summary for the run, with each part's own
+    assert (summary["images"]["ok"], summary["videos"]["ok"]) == (1, 12)
 
 
 SYSTEM_PYTHON = "/usr/bin/python3"
