@@ -128,10 +128,10 @@ class _ImageWriter(threading.Thread):
     stops and raises that error."""
 
     def __init__(self, folder: Path, summary: InferSummary, classifier: bool, save_overlays: bool,
-                 keep_heatmaps: bool, append: bool):
+                 keep_heatmaps: bool, append: bool, only_positive: bool = False):
         super().__init__(name="writer", daemon=True)
         self.folder, self.summary, self.classifier = folder, summary, classifier
-        self.save_overlays, self.keep_heatmaps = save_overlays, keep_heatmaps
+        self.save_overlays, self.keep_heatmaps, self.only_positive = save_overlays, keep_heatmaps, only_positive
         self.handle = open(folder / "results.jsonl", "a" if append else "w")  # here: fails the run at once
         self.batches: queue.Queue = queue.Queue(maxsize=WRITE_QUEUE)
         self.failure: BaseException | None = None
@@ -170,7 +170,7 @@ class _ImageWriter(threading.Thread):
         if explanation is not None:
             record["explain"] = write_explanation(self.folder, index, item, image, explanation, self.save_overlays)
         if not self.classifier:
-            if self.save_overlays:
+            if self.save_overlays and (result.label or not self.only_positive):
                 picture = render_overlay(image, result)
                 name = self.folder / "overlays" / f"{index:05d}_{Path(item.source).stem}.jpg"
                 write_rgb(name, draw_caption(picture, caption_of(result)))
@@ -187,14 +187,17 @@ class _ImageWriter(threading.Thread):
 
 
 def run_inference(auditor: Auditor, items: Sequence[Item], folder: Path, save_overlays: bool = True,
-                  progress: Callable[[int], None] | None = None, keep_heatmaps: bool = False,
+                  progress: Callable[[int, int], None] | None = None, keep_heatmaps: bool = False,
                   explain: str | None = None, append: bool = False, start_index: int = 0,
-                  decode_workers: int | None = None, summary_name: str | None = "summary.json") -> InferSummary:
+                  decode_workers: int | None = None, summary_name: str | None = "summary.json",
+                  only_positive: bool = False) -> InferSummary:
     """Audit ``items`` in batches of ``auditor.batch_size``. Every item yields exactly one JSONL record, ``ok`` or
     ``error``, unless the run is interrupted (then the items not yet decoded have none, and ``--resume`` does them).
     ``keep_heatmaps`` also keeps each heatmap in ``summary.heatmaps`` (by input index), for scoring.
     ``explain`` names an attribution graph whose maps are added to the records and drawn as overlays.
     ``append`` adds to an existing ``results.jsonl`` (``--resume``), numbering inputs from ``start_index``.
+    ``progress(done, depth)`` is called after each batch: the items it took, and the batches waiting for the writer.
+    ``only_positive`` saves overlays of the images labelled risk only (every image still gets its record).
     The summary goes to ``summary_name`` in the folder (``None``: not written)."""
     if explain and explain not in attribution_methods(auditor.artifact):
         available = ", ".join(attribution_methods(auditor.artifact)) or "none"
@@ -204,7 +207,7 @@ def run_inference(auditor: Auditor, items: Sequence[Item], folder: Path, save_ov
     folder.mkdir(parents=True, exist_ok=True)
     if save_overlays and not auditor.is_classifier:
         (folder / "overlays").mkdir(exist_ok=True)
-    writer = _ImageWriter(folder, summary, auditor.is_classifier, save_overlays, keep_heatmaps, append)
+    writer = _ImageWriter(folder, summary, auditor.is_classifier, save_overlays, keep_heatmaps, append, only_positive)
     workers = decode_workers or min(MAX_DECODE_WORKERS, os.cpu_count() or 1)
     stop = threading.Event()
     start = time.perf_counter()
@@ -219,7 +222,7 @@ def run_inference(auditor: Auditor, items: Sequence[Item], folder: Path, save_ov
             for batch in _decoded_batches(pool, items, start_index, auditor.batch_size, stop):
                 writer.batches.put(_score_batch(auditor, batch, explain, noise_seed=batch[0].index - start_index))
                 if progress is not None:
-                    progress(len(batch))
+                    progress(len(batch), writer.batches.qsize())
                 if writer.failure is not None:
                     stop.set()
     except KeyboardInterrupt:

@@ -37,7 +37,8 @@ STRICT_EXIT = 3  # distinct from 1 (nothing audited) and 2 (usage or artifact er
               help="Video sources: also write an annotated video per source (videos/NAME.avi, every scored frame).")
 @click.option("--show", is_flag=True,
               help="Video sources: show each scored frame in a window (needs a display and OpenCV with a GUI).")
-@click.option("--only-positive", is_flag=True, help="Video sources: save overlays of risk frames only.")
+@click.option("--only-positive", is_flag=True, help="Save overlays of risk images and frames only (every input "
+              "still gets its record).")
 @click.option("--every-n-seconds", type=click.FloatRange(min=0), default=0.0,
               help="Video sources: save at most one overlay per source every S seconds of video.")
 @click.option("--resume", "resume_folder", type=click.Path(file_okay=False), default=None, metavar="RUN_FOLDER",
@@ -81,8 +82,8 @@ def command(artifact, sources, out, batch, recursive, save_overlays, region_thre
         folder = _run_folder(out, resume)
         mixed = bool(images and videos)
         if images:  # images first, then the videos into the same run folder
-            parts["images"] = _images(auditor, images, folder, recursive, save_overlays, explain, as_json, resume,
-                                      mixed)
+            parts["images"] = _images(auditor, images, folder, recursive, save_overlays, only_positive, explain,
+                                      as_json, resume, mixed)
         if videos:
             from auditor_rt.runtime.stream_infer import SaveRule
 
@@ -118,10 +119,12 @@ def _run_folder(out, resume):
     return resume.folder if resume else next_run_folder(out)
 
 
-def _images(auditor, sources, folder, recursive, save_overlays, explain, as_json, resume, mixed=False):
+def _images(auditor, sources, folder, recursive, save_overlays, only_positive, explain, as_json, resume,
+            mixed=False):
     """Image files, folders and globs; returns the summary. ``mixed``: videos follow, so a run whose images all
     failed is not over yet, and the run's summary.json is written once both are done."""
     import json
+    import time
 
     from auditor_rt.runtime.infer import InferSummary, run_inference
     from auditor_rt.runtime.sources import expand_sources
@@ -134,12 +137,24 @@ def _images(auditor, sources, folder, recursive, save_overlays, explain, as_json
         if not items:
             click.echo("nothing left to do: every image is already recorded")
             return InferSummary(folder)
+    began = time.perf_counter()
+    done = 0
+
+    def status(item):
+        rate = done / max(time.perf_counter() - began, 1e-9)
+        return f"{rate:.1f} img/s, writer queue {item}" if item is not None else ""
+
     with click.progressbar(length=len(items), label="auditing", file=click.get_text_stream("stderr"),
-                           show_pos=True) as bar:
-        summary = run_inference(auditor, items, folder, save_overlays=save_overlays, progress=bar.update,
+                           show_pos=True, item_show_func=status) as bar:
+        def progress(count, depth):
+            nonlocal done
+            done += count
+            bar.update(count, depth)
+
+        summary = run_inference(auditor, items, folder, save_overlays=save_overlays, progress=progress,
                                 explain=explain, append=resume is not None,
                                 start_index=resume.next_index if resume else 0,
-                                summary_name=None if mixed else "summary.json")
+                                summary_name=None if mixed else "summary.json", only_positive=only_positive)
     if as_json:
         click.echo(json.dumps(summary.to_dict()))
     else:

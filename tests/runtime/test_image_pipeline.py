@@ -108,7 +108,7 @@ def test_an_interrupted_run_keeps_valid_records_and_resume_finishes_it(artifact_
     items = [Item(str(p)) for p in paths]
     calls = []
 
-    def interrupt_once(count):
+    def interrupt_once(count, depth):
         calls.append(count)
         if len(calls) == 1:
             raise KeyboardInterrupt
@@ -153,3 +153,15 @@ def test_sigterm_stops_an_image_run_and_resume_does_the_rest(artifact_dir, tmp_p
     assert len(rows) == 600 and len({r["source"] for r in rows}) == 600
     assert [r["index"] for r in rows] == list(range(600))
     print(f"\nsigterm on images: {len(kept)} kept, {600 - len(kept)} done by --resume")
+
+
+def test_only_positive_saves_overlays_of_risk_images_only(artifact_dir, tmp_path):
+    paths = write_images(tmp_path / "in", 10)
+    with Auditor.load(artifact_dir, batch_size=4) as auditor:
+        auditor.threshold = float(np.median([r.score for r in auditor.audit_arrays(
+            [cv2.imread(str(p))[..., ::-1].copy() for p in paths])]))  # about half are risk
+        summary = run_inference(auditor, [Item(str(p)) for p in paths], tmp_path / "run", only_positive=True)
+    rows = records(tmp_path / "run")
+    assert summary.ok == 10 and 0 < summary.positives < 10
+    assert all(("overlay" in r) == (r["label"] == "risk") for r in rows)
+    assert len(list((tmp_path / "run" / "overlays").iterdir())) == summary.positives
