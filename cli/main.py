@@ -14,6 +14,7 @@ COMMANDS = {
     "export": "auditor_rt.cli.commands.export",
     "infer": "auditor_rt.cli.commands.infer",
     "info": "auditor_rt.cli.commands.info",
+    "verify": "auditor_rt.cli.commands.verify",
 }
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from auditor_rt.export.backbone import Normalize
-from auditor_rt.export.checkpoint import Checkpoint
+from auditor_rt.export.checkpoint import HEAD_NAME, Checkpoint
 from auditor_rt.export.graphs import AuditModule
 from auditor_rt.export.onnx_passes import step_masks_as_hard_sigmoid
 from auditor_rt.export.parity import check_parity
@@ -279,6 +279,7 @@ def artifact_document(checkpoint: Checkpoint, audit: AuditModule, name: str) -> 
         "preprocess": preprocess.to_dict(),
         "decision": {"threshold": cfg["threshold"], "chosen_on": "validation", "criterion": "max balanced accuracy"},
         "training": {"metrics": cfg.get("metrics", {}), "checkpoint": str(checkpoint.folder.resolve()),
+                     "head_sha256": sha256_file(checkpoint.folder / HEAD_NAME),
                      "data": cfg.get("data"), "counts": cfg.get("data_counts", {})},
         "versions": versions(),
     }

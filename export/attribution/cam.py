@@ -12,7 +12,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from auditor_rt.export.attribution.compiler import compile_gradient
+from auditor_rt.export.attribution.compiler import compile_gradient, is_eager
 from auditor_rt.export.attribution.methods import Attribution, example_target, register_attribution
 from auditor_rt.export.graphs import AuditModule, normalize_per_image
 from auditor_rt.runtime.errors import ConfigError
@@ -115,7 +115,8 @@ class GradCam(Attribution):
             traced = gradient if self.takes_target else (lambda x: gradient(x, None))
             self.compiled = compile_gradient(traced, x, *example_target(audit, len(x)))
         finally:
-            handle.remove()
+            if not is_eager():  # a compiled graph holds the probe; eager autograd needs the hook at every call
+                handle.remove()
         target = example_target(audit, len(x))
         with torch.no_grad():
             grad = self.gradient(x, target[0] if target else None)[0]

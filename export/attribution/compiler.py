@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+import contextvars
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +13,24 @@ from torch.overrides import TorchFunctionMode
 
 from auditor_rt.export.attribution.rules import gradient_decompositions
 from auditor_rt.runtime.errors import ExportError
+
+
+_EAGER = contextvars.ContextVar("eager_gradients", default=False)
+
+
+@contextlib.contextmanager
+def eager_gradients() -> Iterator[None]:
+    """Attribution modules built inside take their gradients with PyTorch's own autograd at call time instead of a
+    compiled graph: the reference that ``verify`` compares exported graphs with (in FP32 and FP64)."""
+    token = _EAGER.set(True)
+    try:
+        yield
+    finally:
+        _EAGER.reset(token)
+
+
+def is_eager() -> bool:
+    return _EAGER.get()
 
 
 def backward_ops_left(graph_module: torch.fx.GraphModule) -> list[str]:
@@ -34,11 +54,13 @@ class _FlattenedLinear(TorchFunctionMode):
 
 def compile_gradient(fn: Callable, *example: torch.Tensor) -> torch.fx.GraphModule:
     """``fn`` computes attributions with ``torch.func`` (grad/vjp); the result is the same computation with every
-    backward op written as forward ops. Trace with a batch of at least 2: symbolic tracing specialises size-1 dims.
+    backward op written as forward ops (under ``eager_gradients()``: ``fn`` itself). Trace with a batch of at least 2: symbolic tracing specialises size-1 dims.
 
     ``functionalize`` first removes in-place updates of views (timm's ConvNeXt does them), which would otherwise
     leave ``as_strided`` scatters that ONNX cannot express.
     """
+    if is_eager():
+        return fn
     functional = torch.func.functionalize(fn, remove="mutations_and_views")
     try:
         with _FlattenedLinear():

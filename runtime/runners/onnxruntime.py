@@ -62,18 +62,19 @@ class OnnxRuntimeRunner(Runner):
 
     def __init__(self, model_path: str | Path, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
                  providers: Sequence[str] | str | None = "auto", threads: int | None = None,
-                 cache_dir: str | Path | None = None, io_binding: bool | None = None):
+                 cache_dir: str | Path | None = None, io_binding: bool | None = None, trt_fp16: bool = False):
         super().__init__(inputs, outputs)
         ort = _import_ort()
         self.providers = resolve_providers(providers, ort.get_available_providers())
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only: its optimiser's notes (unused initialisers) are not the user's
         # Idle worker threads sleep instead of spinning: same speed on a quiet machine, and far steadier latency
         # when decode or other threads share the cores (benchmarks/forward.py measured 17-68% at batch 8).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
-        provider_args = [(p, self._provider_options(p, cache_dir)) for p in self.providers]
+        provider_args = [(p, self._provider_options(p, cache_dir, trt_fp16)) for p in self.providers]
         try:
             self.session = ort.InferenceSession(str(model_path), sess_options=options, providers=provider_args)
         except Exception as exc:  # ORT raises its own exception types for load failures
@@ -84,13 +85,16 @@ class OnnxRuntimeRunner(Runner):
         self._output_names = [o.name for o in self.session.get_outputs()]
 
     @staticmethod
-    def _provider_options(provider: str, cache_dir: str | Path | None) -> dict:
-        if provider == "TensorrtExecutionProvider" and cache_dir is not None:
+    def _provider_options(provider: str, cache_dir: str | Path | None, trt_fp16: bool = False) -> dict:
+        if provider != "TensorrtExecutionProvider":
+            return {}
+        options = {"trt_fp16_enable": True} if trt_fp16 else {}
+        if cache_dir is not None:
             os.makedirs(cache_dir, exist_ok=True)
-            # Engines build once per GPU and shape profile, then load from the cache.
-            return {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache_dir),
-                    "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache_dir)}
-        return {}
+            # Engines build once per GPU, shape profile and precision, then load from the cache.
+            options.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache_dir),
+                           trt_timing_cache_enable=True, trt_timing_cache_path=str(cache_dir))
+        return options
 
     def _infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if not self.io_binding:

@@ -1,0 +1,127 @@
+import click
+
+FAIL_EXIT = 1  # 0: everything passed; 2: a usage or artifact error (nothing could be judged)
+
+
+def _named_values(option: str, pairs) -> dict[str, float]:
+    """--atol heatmap:1e-3 (or graph/output:value, or *:value) -> {"heatmap": 0.001}."""
+    values = {}
+    for pair in pairs:
+        name, sep, text = pair.rpartition(":")
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not sep or not name or value < 0:
+            raise click.BadParameter(f"{pair!r}: write NAME:VALUE, e.g. heatmap:1e-3", param_hint=option)
+        values[name] = value
+    return values
+
+
+@click.command("verify")
+@click.argument("artifact", type=click.Path())
+@click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt", "all"]), default="onnxruntime",
+              show_default=True, help="What to compare with PyTorch. 'all' runs every backend available here and "
+                                      "lists the others as not available.")
+@click.option("--images", type=click.Path(file_okay=False), default=None,
+              help="A folder of real images to compare on (up to --max-images), beside the random and edge inputs.")
+@click.option("--random", "random_count", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Seeded random images to add.")
+@click.option("--max-images", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--atol", multiple=True, metavar="NAME:VALUE",
+              help="Absolute tolerance for an output (name, graph/name or *), elementwise as numpy's allclose; "
+                   "repeat for several. Default: an error within 1e-4 of the map's scale or twice PyTorch FP32's.")
+@click.option("--rtol", multiple=True, metavar="NAME:VALUE", help="Relative tolerance for an output, as --atol.")
+@click.option("--error-quantile", type=click.FloatRange(0, 1), default=0.99, show_default=True,
+              help="Also report this quantile of each output's absolute error.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+              help="fp16 builds TensorRT engines in FP16 and judges them loosely on values, strictly on "
+                   "correlation (>= 0.99) and decisions.")
+@click.option("--graphs", default=None, metavar="NAMES", help="Comma-separated graphs to check (default: all).")
+@click.option("--checkpoint", type=click.Path(file_okay=False), default=None,
+              help="The head checkpoint folder, where it moved from the path the manifest records.")
+@click.option("--batch", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
+              help="Write report.json and report.html (the worst inputs' maps side by side) into this folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of the table.")
+@click.option("--providers", default="auto", show_default=True,
+              help="ORT execution providers for the onnxruntime backend: auto, cuda, cpu.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads for ONNX Runtime.")
+def command(artifact, backend, images, random_count, max_images, atol, rtol, error_quantile, precision, graphs,
+            checkpoint, batch, seed, report_dir, as_json, providers, threads):
+    """Check that ARTIFACT computes what its PyTorch model computes: every output of every graph (scores, risk
+    maps, heatmaps, attribution maps) on real, random and edge-case images, against the model rebuilt from the
+    manifest; plus digests, the ONNX checker, opsets and metadata. Exit 0: all pass; 1: a check failed; 2: a usage
+    or artifact error."""
+    import json
+
+    from auditor_rt.cli.options import parse_providers
+    from auditor_rt.export.verify import BACKENDS, VerifyOptions, verify_artifact
+
+    options = VerifyOptions(
+        backends=BACKENDS if backend == "all" else (backend,), images=images, random=random_count,
+        max_images=max_images, batch=batch, seed=seed, atol=_named_values("--atol", atol),
+        rtol=_named_values("--rtol", rtol), quantile=error_quantile, precision=precision,
+        graphs=[g.strip() for g in graphs.split(",") if g.strip()] if graphs else None, checkpoint=checkpoint,
+        providers=parse_providers(providers), threads=threads)
+    err = click.get_text_stream("stderr")
+    report = verify_artifact(artifact, options, log=lambda message: err.write(f"{message}\n"))
+    if report_dir:
+        from auditor_rt.export.verify_report import write_report
+
+        json_path, html_path = write_report(report, report_dir)
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+    else:
+        _print_table(report)
+        if report_dir:
+            click.echo(f"report: {html_path}  ({json_path.name} beside it)")
+    if not report.passed:
+        failed = [f"{c.graph}/{c.output} on {c.backend}" for c in report.comparisons if not c]
+        failed += [f.check for f in report.integrity if not f.ok]
+        raise _Failed(failed)
+
+
+class _Failed(click.ClickException):
+    exit_code = FAIL_EXIT
+
+    def __init__(self, failed):
+        shown = ", ".join(failed[:6]) + (f" and {len(failed) - 6} more" if len(failed) > 6 else "")
+        super().__init__(f"verify FAILED: {shown}")
+
+
+def _print_table(report) -> None:
+    def number(value):
+        return "-" if value is None else f"{value:.1e}"
+
+    click.echo(f"verify {report.artifact}: reference {report.reference}; {len(report.inputs)} inputs "
+               f"({', '.join(report.inputs)})")
+    bad_checks = [f for f in report.integrity if not f.ok]
+    click.echo(f"integrity: {len(report.integrity) - len(bad_checks)} of {len(report.integrity)} checks ok")
+    for finding in report.integrity:
+        if not finding.ok or finding.detail.startswith("not checked") or finding.detail.startswith("skipped"):
+            click.secho(f"  {'FAIL' if not finding.ok else 'note'} {finding.check}: {finding.detail}",
+                        fg="red" if not finding.ok else "yellow")
+    for backend, why in report.unavailable.items():
+        click.secho(f"{backend}: {why}", fg="yellow")
+    header = (f"{'':4s} {'backend':11s} {'output':24s} {'err/scale':>9s} {'allowed':>8s} {'floor':>8s} "
+              f"{'max abs':>8s} {'max rel':>8s} {'q-err':>8s} {'cosine':>9s} {'spearman':>8s} {'iou':>5s} "
+              f"{'dep':>6s}")
+    click.echo(header)
+    for c in report.comparisons:
+        cosine = "-" if c.cosine is None else f"{c.cosine:.6f}"
+        spearman = "-" if c.spearman is None else f"{c.spearman:.4f}"
+        iou = "-" if c.iou is None else f"{c.iou:.2f}"
+        dependence = "-" if c.dependence is None else f"{c.dependence:.4f}"
+        line = (f"{'PASS' if c else 'FAIL':4s} {c.backend:11s} {c.graph + '/' + c.output:24s} "
+                f"{number(c.scaled_error):>9s} {number(c.allowed):>8s} {number(c.floor):>8s} {number(c.max_abs):>8s} "
+                f"{number(c.max_rel):>8s} {number(c.quantile_abs):>8s} {cosine:>9s} {spearman:>8s} {iou:>5s} "
+                f"{dependence:>6s}")
+        click.secho(line, fg=None if c else "red")
+        if not c:
+            click.secho(f"     {'; '.join(c.reasons)}; would pass with atol {c.min_atol:.2e} or rtol "
+                        f"{c.min_rtol:.2e}", fg="red")
+    verdict = "PASS" if report.passed else "FAIL"
+    click.secho(f"{verdict}: {sum(map(bool, report.comparisons))} of {len(report.comparisons)} outputs passed in "
+                f"{report.seconds:.1f} s", fg="green" if report.passed else "red", bold=True)

@@ -1,0 +1,143 @@
+"""The PyTorch reference of an artifact, rebuilt from what its manifest records: the backbone and the digest of its
+weights, the head checkpoint, the preprocessing, and each attribution graph's method and parameters.
+
+Attribution references take their gradients with PyTorch's own autograd (``eager_gradients``), not with the
+compiled graphs that were exported, so that ``verify`` checks the compiler too. Each reference exists in FP32 and in
+FP64: FP64 is what outputs are compared with, and PyTorch's own FP32 error against it is the noise floor.
+
+A file that is not the one the manifest names is a finding, not a crash: ``ReferenceModel.findings`` says which.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from auditor_rt.export.attribution import create_attribution
+from auditor_rt.export.attribution.compiler import eager_gradients
+from auditor_rt.export.backbone import RANDOM, FeatureExtractor, Normalize, create_backbone
+from auditor_rt.export.checkpoint import BACKBONE_NAME, CONFIG_NAME, HEAD_NAME
+from auditor_rt.export.graphs import AuditModule
+from auditor_rt.export.head import RiskHead
+from auditor_rt.runtime.artifact import Artifact, sha256_file
+from auditor_rt.runtime.errors import ArtifactError
+
+# Informational parameters that the manifest records beside the constructor's own.
+_NOT_CONSTRUCTOR_PARAMS = {"ig": {"rule"}, "smoothgrad": {"noise"}}
+
+
+@dataclass
+class ReferenceModel:
+    """``modules[graph]`` = (FP32 module, FP64 module), each called with the graph's inputs as torch tensors."""
+
+    modules: dict[str, tuple[torch.nn.Module, torch.nn.Module]]
+    base: tuple[torch.nn.Module, torch.nn.Module]  # the audit (or classifier) module in FP32 and FP64
+    findings: list[str] = field(default_factory=list)  # files or facts that differ from the manifest
+    description: str = ""
+    notes: list[str] = field(default_factory=list)  # what could not be checked (older manifests record less)
+
+
+def build_reference(artifact: Artifact, checkpoint: str | Path | None = None,
+                    graphs: list[str] | None = None) -> ReferenceModel:
+    """The torch modules of ``graphs`` (default: every graph of the artifact). ``checkpoint`` overrides the head
+    checkpoint folder that the manifest records (for an artifact moved to another machine)."""
+    document = artifact.manifest.document
+    model = document.get("model", {})
+    names = graphs or list(artifact.manifest.graphs)
+    findings: list[str] = []
+    notes: list[str] = []
+    if model.get("kind") == "classifier":
+        base, description = _classifier(artifact, findings)
+    else:
+        base, description = _risk_head(artifact, checkpoint, findings, notes)
+    base64 = copy.deepcopy(base).double()
+    example = torch.zeros(2, *artifact.manifest.preprocess.input_size, 3, dtype=torch.uint8)
+    modules = {}
+    for name in names:
+        entry = artifact.graph(name)
+        if entry.kind in ("audit", "classify"):
+            modules[name] = (base, base64)
+            continue
+        method = entry.extra.get("method", name)
+        params = {key: value for key, value in entry.extra.get("params", {}).items()
+                  if key not in _NOT_CONSTRUCTOR_PARAMS.get(method, set())}
+        with eager_gradients():
+            fp32 = create_attribution(method, base, example, **params)
+            fp64 = create_attribution(method, base64, example, **params)
+        modules[name] = (fp32, fp64)
+    return ReferenceModel(modules, (base, base64), findings, description, notes)
+
+
+def _check_file(path: Path, expected: str | None, what: str, findings: list[str]) -> None:
+    if expected and sha256_file(path) != expected:
+        findings.append(f"{what} {path}: SHA-256 {sha256_file(path)[:16]}… is not the manifest's {expected[:16]}…")
+
+
+def _risk_head(artifact: Artifact, checkpoint: str | Path | None, findings: list[str],
+               notes: list[str]) -> tuple[AuditModule, str]:
+    document = artifact.manifest.document
+    model, training = document.get("model", {}), document.get("training", {})
+    folder = Path(checkpoint or training.get("checkpoint") or "")
+    if not (folder / HEAD_NAME).is_file() or not (folder / CONFIG_NAME).is_file():
+        raise ArtifactError(f"the head checkpoint that the manifest names ({folder}) is not there (needs {HEAD_NAME} "
+                            f"and {CONFIG_NAME}); pass --checkpoint DIR with the folder `auditor-rt train` wrote")
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    head_config = document.get("head") or config["head"]
+    _check_file(folder / HEAD_NAME, training.get("head_sha256"), "head weights", findings)
+    if not training.get("head_sha256"):
+        notes.append(f"the manifest records no digest of the head weights ({HEAD_NAME}); re-export to add it")
+    for key in ("backbone", "input_size", "mean", "std"):
+        recorded = {"backbone": model.get("backbone"), "input_size": document["preprocess"]["input_size"],
+                    "mean": document["preprocess"]["mean"], "std": document["preprocess"]["std"]}[key]
+        if key in config and _differs(config[key], recorded):
+            findings.append(f"{key}: the manifest says {recorded}, the checkpoint {folder / CONFIG_NAME} says "
+                            f"{config[key]}")
+    weights = model.get("weights", {})
+    source = str(folder / weights["file"]) if weights.get("file") else weights.get("source", RANDOM)
+    if source == RANDOM or not Path(source).is_file():
+        raise ArtifactError(f"the backbone weights that the manifest names ({source}) are not there; they are "
+                            f"needed to rebuild the reference (random weights are saved as {BACKBONE_NAME} in the "
+                            "checkpoint folder)")
+    _check_file(Path(source), weights.get("sha256"), "backbone weights", findings)
+    backbone, _ = create_backbone(model["backbone"], source)
+    size = tuple(document["preprocess"]["input_size"])
+    features = FeatureExtractor(backbone, size)
+    head = RiskHead(head_config["channels"], head_config["pooling"], head_config["topk_fraction"],
+                    head_config["hidden"])
+    from safetensors.torch import load_file
+
+    head.load_state_dict(load_file(str(folder / HEAD_NAME)))
+    normalize = Normalize(document["preprocess"]["mean"], document["preprocess"]["std"])
+    audit = AuditModule(normalize, features, head, size).eval().requires_grad_(False)
+    return audit, f"{model['backbone']} + risk head from {folder}"
+
+
+def _classifier(artifact: Artifact, findings: list[str]):
+    from auditor_rt.export.classifier import ClassifierModule
+    from auditor_rt.export.classifier_export import create_classifier
+
+    document = artifact.manifest.document
+    model = document["model"]
+    weights = model.get("weights", {})
+    source = weights.get("source", RANDOM)
+    if source == RANDOM or not Path(source).is_file():
+        raise ArtifactError(f"the classifier weights that the manifest names ({source}) are not there; verify "
+                            "rebuilds the model from them (an artifact exported with random weights cannot be "
+                            "verified: they were not saved)")
+    _check_file(Path(source), weights.get("sha256"), "classifier weights", findings)
+    network, _ = create_classifier(model["backbone"], source, model.get("num_classes"))
+    pre = document["preprocess"]
+    module = ClassifierModule(Normalize(pre["mean"], pre["std"]), network, tuple(pre["input_size"]))
+    return module.eval().requires_grad_(False), f"{model['backbone']} classifier from {source}"
+
+
+def _differs(a, b) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) != len(b) or any(_differs(x, y) for x, y in zip(a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return abs(float(a) - float(b)) > 1e-9 * max(1.0, abs(float(a)))
+    return a != b

@@ -1,0 +1,280 @@
+"""``auditor-rt verify``: every output of every graph of an artifact, heatmaps and attribution maps included, run on
+each backend and compared with the PyTorch model rebuilt from the manifest.
+
+The inputs are real images (a folder), seeded random ones, and edge cases (all black, all white, saturated colour
+bars), interleaved so that every batch mixes them. Each output gets a ``Comparison`` (see ``runtime/compare.py``),
+each audit graph a decision check (the same label at the artifact's threshold on every input), and the artifact
+itself an integrity check (digests, the ONNX checker, opsets and the metadata in each file against the manifest).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from auditor_rt.export.reference import ReferenceModel, build_reference
+from auditor_rt.runtime.artifact import Artifact
+from auditor_rt.runtime.compare import PRECISION_DEFAULTS, Comparison, Tolerance, compare_output
+from auditor_rt.runtime.errors import ArtifactError, BackendUnavailableError, ConfigError, ImageDecodeError
+from auditor_rt.export.integrity import Finding, integrity_findings
+from auditor_rt.runtime.imageio import decode_image, is_image_path, resize_image
+
+BACKENDS = ("onnxruntime", "tensorrt")
+EDGE_INPUTS = ("black", "white", "saturated")
+SATURATED = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [0, 255, 255], [255, 0, 255]], np.uint8)
+
+
+@dataclass
+class VerifyOptions:
+    backends: tuple[str, ...] = ("onnxruntime",)
+    images: Path | None = None
+    random: int = 2
+    max_images: int = 8
+    batch: int = 4
+    seed: int = 0
+    atol: dict[str, float] = field(default_factory=dict)  # by output name, "graph/output" or "*"
+    rtol: dict[str, float] = field(default_factory=dict)
+    quantile: float = 0.99
+    precision: str = "fp32"
+    graphs: list[str] | None = None
+    checkpoint: Path | None = None
+    providers: object = "auto"
+    threads: int | None = None
+
+
+@dataclass
+class VerifyReport:
+    artifact: str
+    reference: str
+    inputs: list[str]
+    images: np.ndarray
+    integrity: list[Finding] = field(default_factory=list)
+    comparisons: list[Comparison] = field(default_factory=list)
+    unavailable: dict[str, str] = field(default_factory=dict)  # backend -> why it did not run
+    maps: dict[tuple[str, str, str], dict[str, np.ndarray]] = field(default_factory=dict)  # for the HTML report
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return all(f.ok for f in self.integrity) and all(self.comparisons) and bool(self.comparisons)
+
+    def to_dict(self) -> dict:
+        return {"artifact": self.artifact, "reference": self.reference, "passed": self.passed,
+                "inputs": self.inputs, "seconds": round(self.seconds, 2),
+                "integrity": [vars(f) for f in self.integrity],
+                "comparisons": [c.to_dict() for c in self.comparisons], "unavailable": self.unavailable}
+
+
+# ---- inputs --------------------------------------------------------------------------------------------------------
+
+def verification_inputs(options: VerifyOptions, size: tuple[int, int]) -> tuple[np.ndarray, list[str], list[str]]:
+    """Images [N, H, W, 3] uint8 at the artifact's size, their labels, and notes on files that could not be used."""
+    kinds: list[list[tuple[str, np.ndarray]]] = []
+    notes: list[str] = []
+    if options.images is not None:
+        folder = Path(options.images)
+        if not folder.is_dir():
+            raise ConfigError(f"--images {folder}: not a folder")
+        found = []
+        for path in sorted(p for p in folder.iterdir() if p.is_file() and is_image_path(p)):
+            if len(found) == options.max_images:
+                break
+            try:
+                found.append((path.name, resize_image(decode_image(path), size)))
+            except ImageDecodeError as exc:
+                notes.append(str(exc))
+        if not found:
+            raise ConfigError(f"--images {folder}: no image there could be decoded"
+                              + (f" ({notes[0]})" if notes else ""))
+        kinds.append(found)
+    rng = np.random.default_rng(options.seed)
+    kinds.append([(f"random-{i}", rng.integers(0, 256, (*size, 3), dtype=np.uint8)) for i in range(options.random)])
+    bars = np.repeat(SATURATED, -(-size[1] // len(SATURATED)), axis=0)[:size[1]]
+    edges = {"black": np.zeros((*size, 3), np.uint8), "white": np.full((*size, 3), 255, np.uint8),
+             "saturated": np.broadcast_to(bars[None], (size[0], size[1], 3)).copy()}
+    kinds.append([(name, edges[name]) for name in EDGE_INPUTS])
+    ordered = []  # round-robin over the kinds, so that every batch mixes them
+    for position in range(max(len(kind) for kind in kinds)):
+        ordered += [kind[position] for kind in kinds if position < len(kind)]
+    return np.stack([image for _, image in ordered]), [label for label, _ in ordered], notes
+
+
+def graph_feed(entry, images: np.ndarray, seed: int, targets: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The graph's inputs: the images, seeded noise (SmoothGrad), a seeded random baseline (IG with a given
+    baseline) and the reference's own top classes as targets (a classifier's; -1 would let a near tie pick
+    another class on another backend)."""
+    rng = np.random.default_rng(seed + 1)
+    feed = {}
+    for spec in entry.inputs:
+        if spec.name == "image":
+            feed["image"] = images
+        elif spec.name == "noise":
+            samples = int(entry.extra.get("params", {}).get("samples", 4))
+            feed["noise"] = rng.standard_normal((len(images), samples, 3, *images.shape[1:3])).astype(np.float32)
+        elif spec.name == "baseline":
+            feed["baseline"] = rng.integers(0, 256, images.shape, dtype=np.uint8)
+        elif spec.name == "target":
+            feed["target"] = targets.astype(np.int64)
+        else:
+            raise ArtifactError(f"graph input {spec.name!r} is unknown to verify; re-export with this auditor-rt")
+    return feed
+
+
+# ---- running ---------------------------------------------------------------------------------------------------------
+
+def run_reference(module: torch.nn.Module, feed: dict[str, np.ndarray], batch: int,
+                  dtype: torch.dtype) -> dict[str, np.ndarray]:
+    """The module's outputs for the whole feed, in batches; float inputs cast to ``dtype``."""
+    parts: dict[str, list[np.ndarray]] = {}
+    total = len(next(iter(feed.values())))
+    for start in range(0, total, batch):
+        inputs = {}
+        for name, value in feed.items():
+            tensor = torch.from_numpy(np.ascontiguousarray(value[start:start + batch]))
+            inputs[name] = tensor.to(dtype) if tensor.is_floating_point() else tensor
+        with torch.no_grad():
+            outputs = module(**inputs)._asdict()
+        for name, value in outputs.items():
+            parts.setdefault(name, []).append(value.detach().numpy())
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+def open_backend(backend: str, path: Path, entry, options: VerifyOptions):
+    """An ORT session for the graph: the CPU or GPU providers for ``onnxruntime``; the TensorRT execution provider
+    (FP16 with ``precision='fp16'``) for ``tensorrt``. Raises BackendUnavailableError where it cannot run here."""
+    from auditor_rt.runtime.runners.onnxruntime import OnnxRuntimeRunner, _import_ort
+
+    if backend == "tensorrt":
+        available = _import_ort().get_available_providers()
+        if "TensorrtExecutionProvider" not in available:
+            raise BackendUnavailableError("not available here: this onnxruntime build has no TensorRT execution "
+                                          f"provider (it has {', '.join(available)}); on a GPU machine install "
+                                          "the gpu extra (pip install .[gpu])")
+        return OnnxRuntimeRunner(path, entry.inputs, entry.outputs, providers=["tensorrt", "cuda", "cpu"],
+                                 threads=options.threads,
+                                 cache_dir=path.parent / "trt_cache" / f"{entry.sha256[:16]}-{options.precision}",
+                                 trt_fp16=options.precision == "fp16")
+    if options.precision == "fp16":
+        raise ConfigError("--precision fp16 applies to the tensorrt backend; ONNX Runtime runs these graphs in FP32")
+    return OnnxRuntimeRunner(path, entry.inputs, entry.outputs, providers=options.providers, threads=options.threads)
+
+
+def run_backend(runner, feed: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
+    parts: dict[str, list[np.ndarray]] = {}
+    total = len(next(iter(feed.values())))
+    for start in range(0, total, batch):
+        outputs = runner.infer({name: value[start:start + batch] for name, value in feed.items()})
+        for name, value in outputs.items():
+            parts.setdefault(name, []).append(value)
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+def tolerance_for(graph: str, output: str, options: VerifyOptions) -> Tolerance:
+    base = PRECISION_DEFAULTS[options.precision]
+
+    def pick(table: dict[str, float]) -> float | None:
+        for key in (f"{graph}/{output}", output, "*"):
+            if key in table:
+                return table[key]
+        return None
+
+    atol, rtol = pick(options.atol), pick(options.rtol)
+    return replace(base, atol=atol, rtol=rtol) if atol is not None or rtol is not None else base
+
+
+# ---- the whole check -------------------------------------------------------------------------------------------------
+
+def verify_artifact(folder: str | Path, options: VerifyOptions | None = None, log=lambda message: None) -> VerifyReport:
+    options = options or VerifyOptions()
+    if options.precision not in PRECISION_DEFAULTS:
+        raise ConfigError(f"--precision {options.precision!r}: choose {' or '.join(PRECISION_DEFAULTS)}")
+    start = time.perf_counter()
+    artifact = Artifact.load(folder)
+    graphs = options.graphs or list(artifact.manifest.graphs)
+    for name in graphs:
+        artifact.graph(name)  # an unknown graph name fails here, with the known ones listed
+    _check_tolerance_names(options, artifact, graphs)
+    integrity = integrity_findings(artifact, graphs)
+    log("rebuilding the PyTorch reference from the manifest")
+    reference = build_reference(artifact, options.checkpoint, graphs)
+    integrity += [Finding("reference files", False, finding) for finding in reference.findings]
+    integrity += [Finding("reference files", True, f"not checked: {note}") for note in reference.notes]
+    images, labels, notes = verification_inputs(options, tuple(artifact.manifest.preprocess.input_size))
+    report = VerifyReport(str(artifact.folder), reference.description, labels, images, integrity)
+    report.integrity += [Finding("input image", True, f"skipped: {note}") for note in notes]
+    targets = _reference_targets(artifact, reference, images, options)
+    for name in graphs:
+        _verify_graph(report, artifact, reference, name, images, targets, options, log)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _check_tolerance_names(options: VerifyOptions, artifact: Artifact, graphs: list[str]) -> None:
+    known = {"*"}
+    for graph in graphs:
+        for spec in artifact.graph(graph).outputs:
+            known |= {spec.name, f"{graph}/{spec.name}"}
+    unknown = sorted(name for name in set(options.atol) | set(options.rtol) if name not in known)
+    if unknown:
+        raise ConfigError(f"--atol/--rtol name no output called {', '.join(unknown)}; outputs: "
+                          f"{', '.join(sorted(known - {'*'}))}")
+
+
+def _reference_targets(artifact, reference: ReferenceModel, images, options) -> np.ndarray | None:
+    """A classifier's classes to explain: the FP64 reference's top class of each image."""
+    if not any(entry.kind == "classify" for entry in artifact.manifest.graphs.values()):
+        return None
+    return run_reference(reference.base[1], {"image": images}, options.batch, torch.float64)["top_class"]
+
+
+def _verify_graph(report: VerifyReport, artifact: Artifact, reference: ReferenceModel, name: str, images, targets,
+                  options: VerifyOptions, log) -> None:
+    entry = artifact.graph(name)
+    feed = graph_feed(entry, images, options.seed, targets)
+    fp32, fp64 = reference.modules[name]
+    log(f"{name}: PyTorch FP64 and FP32 references on {len(images)} inputs")
+    expected = run_reference(fp64, feed, options.batch, torch.float64)
+    floor = run_reference(fp32, feed, options.batch, torch.float32)
+    path = artifact.folder / entry.file  # as it is on disk: a digest mismatch is reported, and compared anyway
+    for backend in options.backends:
+        if backend in report.unavailable:
+            continue
+        try:
+            runner = open_backend(backend, path, entry, options)
+        except BackendUnavailableError as exc:
+            if len(options.backends) == 1:
+                raise
+            report.unavailable[backend] = str(exc)
+            continue
+        log(f"{name}: {backend} ({', '.join(getattr(runner, 'active_providers', []))})")
+        with runner:
+            actual = run_backend(runner, feed, options.batch)
+        for output in (spec.name for spec in entry.outputs):
+            comparison = compare_output(backend, name, output, actual[output], expected[output], floor.get(output),
+                                        tolerance_for(name, output, options), options.quantile)
+            report.comparisons.append(comparison)
+            if comparison.kind == "map" and output in _shown_maps(entry):
+                report.maps[(backend, name, output)] = {"reference": expected[output], "actual": actual[output]}
+        if entry.kind == "audit" and artifact.manifest.threshold is not None:
+            report.comparisons.append(decision_check(backend, name, actual["score"], expected["score"],
+                                                     artifact.manifest.threshold, report.inputs))
+
+
+def _shown_maps(entry) -> set[str]:
+    """The maps a person looks at: the audit graph's heatmap, an attribution graph's map output."""
+    return {"heatmap"} if entry.kind == "audit" else {entry.extra.get("map_output", "")}
+
+
+def decision_check(backend: str, graph: str, scores: np.ndarray, reference: np.ndarray, threshold: float,
+                   labels: list[str]) -> Comparison:
+    """The same label at the threshold on every input."""
+    flips = [label for label, a, r in zip(labels, scores, reference) if (a >= threshold) != (r >= threshold)]
+    result = Comparison(backend, graph, "decision", "decision", passed=not flips)
+    result.max_abs = float(np.abs(scores.astype(np.float64) - reference).max(initial=0.0))
+    if flips:
+        result.reasons.append(f"label differs at threshold {threshold:.4f} on {', '.join(flips)}")
+    return result

@@ -1,0 +1,220 @@
+"""Comparing one output of a backend with its reference: error statistics, map agreement and a verdict.
+
+Values only (numpy): ``verify`` fills these from PyTorch references, but nothing here needs torch. A comparison is a
+value in Polygraphy's spirit: ``bool(comparison)`` is its verdict, and it carries every figure behind it, including
+the smallest tolerance that would have passed.
+
+Errors of maps are judged per image against that image's own scale (max |reference|), so a map with small values
+cannot hide a large relative error behind another image's large ones.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+TOP_FRACTION = 0.10  # the "top-10% region" of a map, for its IoU
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """What an output must meet. ``atol``/``rtol`` set by the user are absolute, elementwise, as numpy's
+    ``allclose``: |actual - reference| <= atol + rtol * |reference|. Without them, the error relative to the scale
+    must stay within ``scaled`` or twice the noise floor (PyTorch FP32 against FP64), whichever is larger."""
+
+    scaled: float = 1e-4
+    atol: float | None = None
+    rtol: float | None = None
+    min_cosine: float = 0.9999
+    min_spearman: float = 0.999
+    min_iou: float = 0.9
+    dependence: float = 0.02  # |sum of the backend's pairwise map distances / the reference's - 1|
+
+    @property
+    def user_set(self) -> bool:
+        return self.atol is not None or self.rtol is not None
+
+
+PRECISION_DEFAULTS = {
+    "fp32": Tolerance(),
+    # FP16 engines: loose on values, strict on what a person reads off a map and on decisions.
+    "fp16": Tolerance(scaled=2e-2, min_cosine=0.99, min_spearman=0.99, min_iou=0.7, dependence=0.1),
+}
+
+
+@dataclass
+class Comparison:
+    backend: str
+    graph: str
+    output: str
+    kind: str                    # "values" ([N] or [N, K]), "map" ([N, ...spatial]) or "index" (integers)
+    passed: bool = True
+    reasons: list[str] = field(default_factory=list)
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    mean_abs: float = 0.0
+    quantile_abs: float = 0.0    # the error at --error-quantile
+    quantile: float = 0.99
+    scaled_error: float = 0.0    # max over images of max|a - r| / max|r|
+    floor: float = 0.0           # the same figure for PyTorch FP32 against the FP64 reference
+    allowed: float = 0.0         # the scaled error allowed (max of the tolerance and twice the floor)
+    nonfinite: int = 0           # NaN or Inf in the backend's output where the reference is finite
+    cosine: float | None = None  # maps: the worst image's
+    spearman: float | None = None
+    iou: float | None = None
+    dependence: float | None = None  # maps: backend's pairwise differences over the reference's (1 is exact)
+    min_atol: float = 0.0        # the smallest atol (rtol 0) that would have passed the values
+    min_rtol: float = 0.0        # the smallest rtol (atol 0) that would have passed the values
+    worst_image: int = 0
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def to_dict(self) -> dict:
+        return {key: (None if isinstance(value, float) and not math.isfinite(value) else value)
+                for key, value in asdict(self).items()}
+
+
+def output_kind(values: np.ndarray) -> str:
+    if not np.issubdtype(values.dtype, np.floating):
+        return "index"
+    return "map" if values.ndim >= 3 else "values"
+
+
+def _per_image(values: np.ndarray) -> np.ndarray:
+    return values.reshape(len(values), -1).astype(np.float64)
+
+
+def cosine_per_image(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = _per_image(a), _per_image(b)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    dots = (a * b).sum(axis=1)
+    # Two all-zero maps agree; one all-zero map against another does not.
+    return np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), np.where(
+        (np.abs(a).max(axis=1) == 0) & (np.abs(b).max(axis=1) == 0), 1.0, 0.0))
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Average ranks of each row (ties share their mean rank), as Spearman's coefficient needs."""
+    ranks = np.empty_like(values)
+    for row, line in enumerate(values):
+        _, inverse, counts = np.unique(line, return_inverse=True, return_counts=True)
+        starts = np.cumsum(counts) - counts
+        ranks[row] = (starts + (counts - 1) / 2.0)[inverse]
+    return ranks
+
+
+def spearman_per_image(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Rank correlation of each image's map; 1 for two constant maps, 0 for a constant one against a varying one."""
+    ra, rb = _ranks(_per_image(a)), _ranks(_per_image(b))
+    ra -= ra.mean(axis=1, keepdims=True)
+    rb -= rb.mean(axis=1, keepdims=True)
+    norms = np.linalg.norm(ra, axis=1) * np.linalg.norm(rb, axis=1)
+    both_flat = (np.abs(ra).max(axis=1) == 0) & (np.abs(rb).max(axis=1) == 0)
+    return np.where(norms > 0, (ra * rb).sum(axis=1) / np.where(norms > 0, norms, 1.0), np.where(both_flat, 1.0, 0.0))
+
+
+def top_region_iou(a: np.ndarray, b: np.ndarray, fraction: float = TOP_FRACTION) -> np.ndarray:
+    """IoU of the cells holding each map's top ``fraction`` of values (by rank, so ties cannot grow a region)."""
+    a, b = _per_image(a), _per_image(b)
+    k = max(1, int(round(fraction * a.shape[1])))
+    ious = []
+    for row_a, row_b in zip(a, b):
+        top_a = set(np.argsort(-row_a, kind="stable")[:k].tolist())
+        top_b = set(np.argsort(-row_b, kind="stable")[:k].tolist())
+        ious.append(len(top_a & top_b) / len(top_a | top_b))
+    return np.asarray(ious)
+
+
+def pairwise_spread(maps: np.ndarray) -> float:
+    """Sum over image pairs of the mean |difference| of their maps, each map scaled by its own max |value|: how much
+    the maps change from one input to another. A map frozen at export has none."""
+    flat = _per_image(maps)
+    scales = np.abs(flat).max(axis=1, keepdims=True)
+    flat = flat / np.where(scales > 0, scales, 1.0)
+    total = 0.0
+    for i in range(len(flat)):
+        total += float(np.abs(flat[i + 1:] - flat[i]).mean(axis=1).sum()) if i + 1 < len(flat) else 0.0
+    return total
+
+
+def scaled_errors(actual: np.ndarray, reference: np.ndarray, kind: str) -> np.ndarray:
+    """Per image: max |a - r| over the image's scale (maps), or over max(1, |r|) (values: logits and scores)."""
+    a, r = _per_image(actual), _per_image(reference)
+    error = np.abs(a - r).max(axis=1)
+    if kind == "map":
+        scale = np.abs(r).max(axis=1)
+        return np.where(scale > 0, error / np.where(scale > 0, scale, 1.0), np.where(error > 0, np.inf, 0.0))
+    return error / np.maximum(1.0, np.abs(r).max(axis=1))
+
+
+def compare_output(backend: str, graph: str, output: str, actual: np.ndarray, reference: np.ndarray,
+                   reference32: np.ndarray | None, tolerance: Tolerance, quantile: float = 0.99) -> Comparison:
+    """``reference`` is the FP64 PyTorch output; ``reference32`` PyTorch's own FP32 output, which measures the noise
+    floor that no FP32 backend can be asked to beat."""
+    kind = output_kind(reference)
+    result = Comparison(backend, graph, output, kind, quantile=quantile)
+    if actual.shape != reference.shape:
+        result.passed = False
+        result.reasons.append(f"shape {list(actual.shape)} but the reference has {list(reference.shape)}")
+        return result
+    if kind == "index":
+        mismatches = int((actual != reference).sum())
+        result.max_abs = float(np.abs(actual.astype(np.int64) - reference.astype(np.int64)).max(initial=0))
+        if mismatches:
+            result.passed = False
+            result.reasons.append(f"{mismatches} of {actual.size} values differ")
+        return result
+    finite_ref = np.isfinite(reference)
+    result.nonfinite = int((~np.isfinite(actual) & finite_ref).sum())
+    diff = np.abs(actual.astype(np.float64) - reference.astype(np.float64))
+    diff = np.where(finite_ref, diff, 0.0)
+    magnitude = np.abs(reference.astype(np.float64))
+    result.max_abs = float(np.nanmax(diff, initial=0.0))
+    result.mean_abs = float(np.nanmean(diff)) if diff.size else 0.0
+    result.quantile_abs = float(np.nanquantile(diff, quantile)) if diff.size else 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        relative = np.where(magnitude > 0, diff / magnitude, np.where(diff > 0, np.inf, 0.0))
+    result.max_rel = float(np.nanmax(relative, initial=0.0))
+    result.min_atol, result.min_rtol = result.max_abs, result.max_rel
+    per_image = scaled_errors(actual, reference, kind)
+    result.worst_image = int(np.nanargmax(per_image)) if per_image.size else 0
+    result.scaled_error = float(np.nanmax(per_image, initial=0.0))
+    if reference32 is not None:
+        result.floor = float(np.nanmax(scaled_errors(reference32, reference, kind), initial=0.0))
+    result.allowed = max(tolerance.scaled, 2.0 * result.floor)
+    if result.nonfinite:
+        result.reasons.append(f"{result.nonfinite} NaN/Inf values where the reference is finite")
+    if tolerance.user_set:
+        atol, rtol = tolerance.atol or 0.0, tolerance.rtol or 0.0
+        if not np.all(diff <= atol + rtol * magnitude):
+            result.reasons.append(f"values past atol {atol:g} + rtol {rtol:g} x |reference|")
+    elif not result.scaled_error <= result.allowed:
+        result.reasons.append(f"error {result.scaled_error:.2e} of the scale, allowed {result.allowed:.2e}")
+    if kind == "map":
+        _judge_map(result, actual, reference, tolerance)
+    result.passed = not result.reasons
+    return result
+
+
+def _judge_map(result: Comparison, actual: np.ndarray, reference: np.ndarray, tolerance: Tolerance) -> None:
+    finite = np.nan_to_num(actual.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    result.cosine = float(cosine_per_image(finite, reference).min())
+    result.spearman = float(spearman_per_image(finite, reference).min())
+    result.iou = float(top_region_iou(finite, reference).min())
+    if result.cosine < tolerance.min_cosine:
+        result.reasons.append(f"cosine {result.cosine:.6f} < {tolerance.min_cosine}")
+    if result.spearman < tolerance.min_spearman:
+        result.reasons.append(f"Spearman {result.spearman:.4f} < {tolerance.min_spearman}")
+    if result.iou < tolerance.min_iou:
+        result.reasons.append(f"top-10% IoU {result.iou:.3f} < {tolerance.min_iou}")
+    if len(reference) > 1:
+        spread = pairwise_spread(reference)
+        if spread > 0:
+            result.dependence = pairwise_spread(finite) / spread
+            allowed = max(tolerance.dependence, 4.0 * result.floor)
+            if abs(result.dependence - 1.0) > allowed:
+                result.reasons.append(f"input dependence {result.dependence:.3f} of the reference's (maps "
+                                      f"{'frozen' if result.dependence < 0.5 else 'changed'} across inputs)")
