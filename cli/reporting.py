@@ -27,7 +27,9 @@ def print_training(result) -> None:
 
 
 def parity_text(errors: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:.1e}" for k, v in errors.items())
+    floors = getattr(errors, "floors", {})
+    return ", ".join(f"{k} {v:.1e}" + (f" (against FP64; PyTorch FP32 {floors[k]:.1e})" if k in floors else "")
+                     for k, v in errors.items())
 
 
 def print_export(result) -> None:

@@ -19,10 +19,22 @@ class HeadOutput(NamedTuple):
 
 
 def topk_mean(maps: torch.Tensor, fraction: float) -> torch.Tensor:
-    """Mean of the top ``fraction`` of cells of each [h, w] map (at least one cell)."""
+    """Mean of the top ``fraction`` of cells of each [h, w] map (at least one cell).
+
+    Written as a weighted sum whose weights split the last places evenly among the cells tied at the k-th value:
+    the same value as ``topk(k).values.mean()``, but a gradient that does not depend on which of the tied cells a
+    top-k kernel happens to pick. A uniform image gives a symmetric risk map with dozens of exact ties; PyTorch
+    and ONNX Runtime break them differently, and the attribution maps would then differ by 100% (found by
+    ``verify`` on all-white and all-black images)."""
     flat = maps.flatten(1)
     k = max(1, int(round(fraction * flat.shape[1])))
-    return flat.topk(k, dim=1).values.mean(dim=1)
+    with torch.no_grad():
+        kth = flat.topk(k, dim=1).values[:, -1:]
+        above = (flat > kth).to(flat.dtype)
+        tied = (flat == kth).to(flat.dtype)
+        share = (k - above.sum(dim=1, keepdim=True)) / tied.sum(dim=1, keepdim=True)
+        weights = (above + tied * share) / k
+    return (flat * weights).sum(dim=1)
 
 
 class RiskHead(nn.Module):

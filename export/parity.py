@@ -31,30 +31,64 @@ def random_feed(inputs, input_size: tuple[int, int], batch: int, seed: int) -> d
     return feed
 
 
+class ParityErrors(dict):
+    """Max error per output; ``floors`` holds PyTorch FP32's own error for the outputs judged against FP64."""
+
+    def __init__(self, errors: dict[str, float]):
+        super().__init__(errors)
+        self.floors: dict[str, float] = {}
+
+
 def check_parity(module: torch.nn.Module, path: Path, inputs, outputs, input_size, batch: int = 3,
                  seed: int = 1) -> dict[str, float]:
-    """Max error of each output (maps: relative to their scale; IG's delta: relative to the logits' scale).
-    Raises ExportError past 1e-4."""
+    """Max error of each output (maps: relative to their scale; IG's delta: relative to the logits' scale) against
+    PyTorch FP32. Past 1e-4, the output is judged as DESIGN.md says, against an FP64 autograd reference: ONNX
+    Runtime's error there must stay within 1e-4 or twice PyTorch FP32's own (through a deep trained network, FP32
+    flips a few ReLU masks near zero, and a gradient can move by percents; seen with resnet18d). Raises ExportError
+    past that."""
     from auditor_rt.runtime.runners.onnxruntime import OnnxRuntimeRunner
 
     feed = random_feed(inputs, input_size, batch, seed)
-    with torch.no_grad():
-        expected = module(**{spec.name: torch.from_numpy(feed[spec.name]) for spec in inputs})._asdict()
+    expected = _outputs(module, feed, inputs, torch.float32)
     with OnnxRuntimeRunner(path, inputs, outputs, providers="cpu") as runner:
         actual = runner.infer(feed)
-    logit_scale = float(np.abs(expected["logit"].numpy()).max()) if "logit" in expected else 1.0
+    errors = ParityErrors(_errors(actual, expected))
+    if all(error <= TOLERANCE for error in errors.values()):
+        return errors
+    from auditor_rt.export.reference import fp64_twin
+
+    exact = _outputs(fp64_twin(module, tuple(input_size)), feed, inputs, torch.float64)
+    ours, floor = _errors(actual, exact), _errors(expected, exact)
+    failed = {}
+    for key, error in errors.items():
+        if error > TOLERANCE:
+            errors[key], errors.floors[key] = ours[key], floor[key]
+            if ours[key] > max(TOLERANCE, 2.0 * floor[key]):
+                failed[key] = f"{ours[key]:.2e} against FP64, where PyTorch FP32's own error is {floor[key]:.2e}"
+    if failed:
+        raise ExportError(f"{path.name} differs from PyTorch past {TOLERANCE}: {failed}; no manifest was written, "
+                          "so the folder is not a usable artifact")
+    return errors
+
+
+def _outputs(module: torch.nn.Module, feed: dict[str, np.ndarray], inputs, dtype: torch.dtype) -> dict[str, np.ndarray]:
+    tensors = {}
+    for spec in inputs:
+        tensor = torch.from_numpy(feed[spec.name])
+        tensors[spec.name] = tensor.to(dtype) if tensor.is_floating_point() else tensor
+    with torch.no_grad():
+        return {key: value.detach().numpy() for key, value in module(**tensors)._asdict().items()}
+
+
+def _errors(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> dict[str, float]:
+    logit_scale = float(np.abs(expected["logit"]).max()) if "logit" in expected else 1.0
     errors = {}
     for key, reference in expected.items():
-        reference = reference.numpy()
-        if key in ABSOLUTE:
+        if key in ABSOLUTE or not np.issubdtype(reference.dtype, np.floating):
             scale = 1.0
         elif key == "delta":
             scale = max(logit_scale, 1e-12)
         else:
             scale = max(float(np.abs(reference).max()), 1e-12)
-        errors[key] = float(np.abs(actual[key] - reference).max() / scale)
-    failed = {k: v for k, v in errors.items() if v > TOLERANCE}
-    if failed:
-        raise ExportError(f"{path.name} differs from PyTorch past {TOLERANCE}: {failed}; no manifest was written, "
-                          "so the folder is not a usable artifact")
+        errors[key] = float(np.abs(actual[key].astype(np.float64) - reference).max() / scale)
     return errors

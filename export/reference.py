@@ -63,13 +63,30 @@ def build_reference(artifact: Artifact, checkpoint: str | Path | None = None,
             modules[name] = (base, base64)
             continue
         method = entry.extra.get("method", name)
-        params = {key: value for key, value in entry.extra.get("params", {}).items()
-                  if key not in _NOT_CONSTRUCTOR_PARAMS.get(method, set())}
+        params = constructor_params(method, entry.extra.get("params", {}))
         with eager_gradients():
             fp32 = create_attribution(method, base, example, **params)
             fp64 = create_attribution(method, base64, example, **params)
         modules[name] = (fp32, fp64)
     return ReferenceModel(modules, (base, base64), findings, description, notes)
+
+
+def constructor_params(method: str, params: dict) -> dict:
+    """An attribution graph's recorded parameters, as its constructor takes them."""
+    return {key: value for key, value in params.items() if key not in _NOT_CONSTRUCTOR_PARAMS.get(method, set())}
+
+
+def fp64_twin(module: torch.nn.Module, input_size: tuple[int, int]) -> torch.nn.Module:
+    """The same computation in FP64 with PyTorch's own autograd: an audit or classifier module cast to double, or
+    an attribution module rebuilt over the double copy of its model under ``eager_gradients``."""
+    from auditor_rt.export.attribution.methods import Attribution
+
+    if not isinstance(module, Attribution):
+        return copy.deepcopy(module).double()
+    example = torch.zeros(2, *input_size, 3, dtype=torch.uint8)
+    with eager_gradients():
+        return create_attribution(module.method, copy.deepcopy(module.model).double(), example,
+                                  **constructor_params(module.method, module.params()))
 
 
 def _check_file(path: Path, expected: str | None, what: str, findings: list[str]) -> None:

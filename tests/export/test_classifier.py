@@ -146,4 +146,4 @@ def test_vit_classifier_gradcam_defaults_to_a_stage_with_gradient():
     with torch.no_grad():
         actual = cam(image, target=torch.tensor([2])).cam_raw
     assert expected.abs().max() > 0
-    torch.testing.assert_close(actual, expected.detach(), rtol=1e-4, atol=1e-5 * float(expected.abs().max()))
+    torch.testing.assert_close(actual, expected.detach(), rtol=1e-4, atol=1e-5 * float(expected.detach().abs().max()))

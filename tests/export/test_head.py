@@ -57,6 +57,20 @@ def test_topk_mean_is_per_image():
     assert torch.allclose(topk_mean(maps, 0.5), torch.tensor([1.0, 3.0]))
 
 
+def test_topk_mean_shares_its_gradient_evenly_among_tied_cells():
+    """5 cells tie at the 2nd value and k = 3: the last two places are split over the five tied cells, whatever a
+    top-k kernel would pick (PyTorch and ONNX Runtime pick differently)."""
+    maps = torch.tensor([[9.0, 4.0, 4.0, 4.0, 4.0, 4.0, 1.0, 0.0, 0.0, 0.0]]).view(1, 2, 5).requires_grad_(True)
+    value = topk_mean(maps, 0.3)
+    assert value.item() == pytest.approx((9 + 4 + 4) / 3)
+    grad, = torch.autograd.grad(value.sum(), maps)
+    expected = torch.tensor([1 / 3] + [2 / 15] * 5 + [0.0] * 4).view(1, 2, 5)
+    assert torch.allclose(grad, expected)
+    rolled = torch.roll(maps.detach(), 2, dims=2).requires_grad_(True)  # the same ties at other places
+    grad_rolled, = torch.autograd.grad(topk_mean(rolled, 0.3).sum(), rolled)
+    assert torch.allclose(grad_rolled, torch.roll(expected, 2, dims=2))
+
+
 def test_avg_and_topk_pooling_differ_as_defined():
     features = _features(seed=1)
     avg = RiskHead(channels=3, pooling="avg")

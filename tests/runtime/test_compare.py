@@ -1,0 +1,84 @@
+"""The comparison behind ``verify``: error statistics, map agreement, input dependence and verdicts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from auditor_rt.runtime.compare import (Tolerance, compare_output, cosine_per_image, pairwise_spread,
+                                        spearman_per_image, top_region_iou)
+
+rng = np.random.default_rng(0)
+
+
+def maps(n=4, size=16):
+    return rng.standard_normal((n, size, size))
+
+
+def test_identical_maps_pass_with_perfect_agreement():
+    reference = maps()
+    result = compare_output("ort", "g", "m", reference.astype(np.float32), reference, reference, Tolerance())
+    assert result and result.kind == "map"
+    assert result.cosine == pytest.approx(1.0) and result.spearman == pytest.approx(1.0) and result.iou == 1.0
+    assert result.dependence == pytest.approx(1.0, abs=1e-6) and result.scaled_error < 1e-6
+
+
+def test_spearman_and_cosine_see_a_reversed_map():
+    reference = maps()
+    assert np.allclose(spearman_per_image(-reference, reference), -1.0)
+    assert np.allclose(cosine_per_image(-reference, reference), -1.0)
+
+
+def test_spearman_ignores_noise_that_orders_exact_ties_of_the_reference():
+    reference = np.repeat(np.arange(8.0), 32)[None]  # 8 groups of 32 exact ties
+    noisy = reference + rng.standard_normal(reference.shape) * 1e-9
+    assert spearman_per_image(noisy, reference)[0] == pytest.approx(1.0)
+    assert spearman_per_image(noisy[:, ::-1], reference)[0] < 0  # a real disagreement still shows
+
+
+def test_top_region_iou():
+    reference = np.arange(100.0).reshape(1, 10, 10)
+    assert top_region_iou(reference, reference)[0] == 1.0
+    shifted = np.roll(reference.ravel(), 5).reshape(reference.shape)  # half of the top 10 cells move
+    assert 0.2 < top_region_iou(shifted, reference)[0] < 0.8
+
+
+def test_a_frozen_map_has_no_input_dependence_and_fails():
+    reference = maps()
+    frozen = np.repeat(reference[:1], len(reference), axis=0).astype(np.float32)
+    assert pairwise_spread(frozen) == 0.0
+    result = compare_output("ort", "saliency", "saliency", frozen, reference, reference, Tolerance())
+    assert not result and result.dependence == 0.0
+    assert any("input dependence" in reason and "frozen" in reason for reason in result.reasons)
+
+
+def test_errors_are_judged_against_the_scale_and_the_noise_floor():
+    reference = maps()
+    small = reference + 1e-6 * np.abs(reference).max()
+    assert compare_output("ort", "g", "m", small, reference, None, Tolerance())
+    large = reference + 1e-3 * np.abs(reference).max()
+    failed = compare_output("ort", "g", "m", large, reference, None, Tolerance())
+    assert not failed and "error" in failed.reasons[0] and failed.min_atol == pytest.approx(failed.max_abs)
+    noisy_torch = reference + 2e-3 * np.abs(reference).max()  # PyTorch FP32 is itself this far from FP64
+    assert compare_output("ort", "g", "m", large, reference, noisy_torch, Tolerance())
+
+
+def test_user_tolerances_are_elementwise_like_allclose():
+    reference = np.ones((2, 4, 4))
+    actual = reference + 0.01
+    assert not compare_output("ort", "g", "heatmap", actual, reference, None, Tolerance(atol=1e-3))
+    assert compare_output("ort", "g", "heatmap", actual, reference, None, Tolerance(atol=0.011))
+    assert compare_output("ort", "g", "heatmap", actual, reference, None, Tolerance(rtol=0.02))
+
+
+def test_nan_and_shape_and_index_outputs():
+    reference = maps()
+    broken = reference.copy()
+    broken[0, 0, 0] = np.nan
+    result = compare_output("ort", "g", "m", broken, reference, None, Tolerance())
+    assert not result and result.nonfinite == 1
+    assert not compare_output("ort", "g", "m", reference[:, :8], reference, None, Tolerance())
+    classes = np.array([1, 2, 3])
+    assert compare_output("ort", "g", "top_class", classes, classes, None, Tolerance())
+    wrong = compare_output("ort", "g", "top_class", np.array([1, 2, 4]), classes, None, Tolerance())
+    assert not wrong and wrong.reasons == ["1 of 3 values differ"]
