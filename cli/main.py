@@ -15,6 +15,7 @@ COMMANDS = {
     "infer": "auditor_rt.cli.commands.infer",
     "info": "auditor_rt.cli.commands.info",
     "verify": "auditor_rt.cli.commands.verify",
+    "serve": "auditor_rt.cli.commands.serve",
 }
 
 

@@ -20,6 +20,7 @@ from auditor_rt.export.reference import ReferenceModel, build_reference
 from auditor_rt.runtime.artifact import Artifact
 from auditor_rt.runtime.compare import PRECISION_DEFAULTS, Comparison, Tolerance, compare_output
 from auditor_rt.runtime.errors import ArtifactError, BackendUnavailableError, ConfigError, ImageDecodeError
+from auditor_rt.runtime.explain import expansion
 from auditor_rt.export.integrity import Finding, integrity_findings
 from auditor_rt.runtime.imageio import decode_image, is_image_path, resize_image
 
@@ -236,9 +237,10 @@ def _verify_graph(report: VerifyReport, artifact: Artifact, reference: Reference
     entry = artifact.graph(name)
     feed = graph_feed(entry, images, options.seed, targets)
     fp32, fp64 = reference.modules[name]
+    step = max(1, options.batch // expansion(entry))  # IG and SmoothGrad run many images per input image
     log(f"{name}: PyTorch FP64 and FP32 references on {len(images)} inputs")
-    expected = run_reference(fp64, feed, options.batch, torch.float64)
-    floor = run_reference(fp32, feed, options.batch, torch.float32)
+    expected = run_reference(fp64, feed, step, torch.float64)
+    floor = run_reference(fp32, feed, step, torch.float32)
     path = artifact.folder / entry.file  # as it is on disk: a digest mismatch is reported, and compared anyway
     for backend in options.backends:
         if backend in report.unavailable:
@@ -252,7 +254,7 @@ def _verify_graph(report: VerifyReport, artifact: Artifact, reference: Reference
             continue
         log(f"{name}: {backend} ({', '.join(getattr(runner, 'active_providers', []))})")
         with runner:
-            actual = run_backend(runner, feed, options.batch)
+            actual = run_backend(runner, feed, step)
         for output in (spec.name for spec in entry.outputs):
             comparison = compare_output(backend, name, output, actual[output], expected[output], floor.get(output),
                                         tolerance_for(name, output, options), options.quantile)

@@ -31,6 +31,10 @@ class ImageDecodeError(AuditorError):
     """An image file or buffer could not be decoded."""
 
 
+class ImageTooLargeError(ImageDecodeError):
+    """An image has more pixels than the limit (a decompression bomb, or simply too large to hold)."""
+
+
 class DataError(AuditorError):
     """A data set (folder, CSV or JSONL manifest) is malformed or empty."""
 

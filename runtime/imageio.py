@@ -9,7 +9,7 @@ from typing import Union
 import cv2
 import numpy as np
 
-from auditor_rt.runtime.errors import ImageDecodeError
+from auditor_rt.runtime.errors import ImageDecodeError, ImageTooLargeError
 from auditor_rt.runtime.image_headers import JPEG_SCAN_LIMIT, declared_size
 from auditor_rt.runtime.imageio_limits import DEFAULT_MAX_PIXELS
 
@@ -39,7 +39,7 @@ def decode_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> n
         raise ImageDecodeError(f"{name}: the file is empty (0 bytes)")
     declared = declared_size(data[:JPEG_SCAN_LIMIT].tobytes())
     if declared is not None and declared[0] * declared[1] > max_pixels:
-        raise ImageDecodeError(f"{name}: {declared[0]}x{declared[1]} is over the limit of {max_pixels} pixels "
+        raise ImageTooLargeError(f"{name}: {declared[0]}x{declared[1]} is over the limit of {max_pixels} pixels "
                                "(refused before decoding)")
     try:
         bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
@@ -49,7 +49,7 @@ def decode_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> n
         raise ImageDecodeError(f"{name}: not a readable image (corrupt, truncated or an unsupported format)")
     height, width = bgr.shape[:2]
     if height * width > max_pixels:
-        raise ImageDecodeError(f"{name}: {width}x{height} is over the limit of {max_pixels} pixels")
+        raise ImageTooLargeError(f"{name}: {width}x{height} is over the limit of {max_pixels} pixels")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 

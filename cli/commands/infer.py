@@ -8,7 +8,7 @@ STRICT_EXIT = 3  # distinct from 1 (nothing audited) and 2 (usage or artifact er
 
 @click.command("infer")
 @click.argument("artifact", type=click.Path())
-@click.argument("sources", nargs=-1, required=True)
+@click.argument("sources", nargs=-1)
 @click.option("-o", "--out", type=click.Path(file_okay=False), default="runs/infer", show_default=True,
               help="Parent folder of the auto-numbered run folder.")
 @click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True)
@@ -47,19 +47,27 @@ STRICT_EXIT = 3  # distinct from 1 (nothing audited) and 2 (usage or artifact er
 @click.option("--strict", is_flag=True,
               help=f"Exit with code {STRICT_EXIT} when any input gave an error record (default: 0 when any input "
                    "was audited).")
+@click.option("--server", default=None, metavar="URL",
+              help="Send the images to a running `auditor-rt serve` at URL instead of loading a model here; then "
+                   "every argument is a source (no ARTIFACT).")
+@click.option("--token", envvar="AUDITOR_RT_TOKEN", default=None, help="With --server: its bearer token.")
 @backend_options
 def command(artifact, sources, out, batch, recursive, save_overlays, region_threshold, as_json, explain, vid_stride,
             stream_buffer, read_timeout, reconnect_attempts, reconnect_delay, max_frames, duration, save_video,
-            show, only_positive, every_n_seconds, resume_folder, strict, backend, providers, threads):
+            show, only_positive, every_n_seconds, resume_folder, strict, server, token, backend, providers,
+            threads):
     """Audit images with an exported ARTIFACT. SOURCES are image files, folders, globs and text files listing
     sources (one per line); or video files, webcam indexes (0) and stream URLs (rtsp://, http:// MJPEG or video),
     each tagged by its source_id."""
     from auditor_rt.cli.options import parse_providers
-    from auditor_rt.runtime.auditor import Auditor
     from auditor_rt.runtime.resume import load_resume_state
     from auditor_rt.runtime.sources import expand_list_files
     from auditor_rt.runtime.streams import StreamOptions, is_video_source
 
+    if server:
+        sources = (artifact, *sources)  # no artifact here: the server has it
+    elif not sources:
+        raise click.UsageError("give the ARTIFACT and at least one SOURCE (or --server URL and sources)")
     sources = expand_list_files(sources)
     if not sources:
         raise CliError("the source lists name no sources")
@@ -69,6 +77,8 @@ def command(artifact, sources, out, batch, recursive, save_overlays, region_thre
                     fg="yellow", err=True)
     videos = [source for source in sources if is_video_source(source)]
     images = [source for source in sources if not is_video_source(source)]
+    if server and explain:
+        raise CliError("--explain runs attribution graphs locally; with --server, ask the server (?explain=METHOD)")
     if videos and explain:
         raise CliError("--explain is for images; video sources are scored with the audit graph only")
     if videos and show:
@@ -78,7 +88,7 @@ def command(artifact, sources, out, batch, recursive, save_overlays, region_thre
     load = dict(backend=backend, providers=parse_providers(providers), threads=threads, batch_size=batch,
                 region_threshold=region_threshold)
     parts = {}
-    with Auditor.load(artifact, **load) as auditor:
+    with _open_auditor(artifact, server, token, batch, load) as auditor:
         folder = _run_folder(out, resume)
         mixed = bool(images and videos)
         if images:  # images first, then the videos into the same run folder
@@ -101,6 +111,17 @@ def command(artifact, sources, out, batch, recursive, save_overlays, region_thre
             raise CliError(f"nothing could be audited ({errors} errors, listed in {folder / 'results.jsonl'})", 1)
     if strict and errors:
         raise CliError(f"--strict: {errors} input(s) gave error records", STRICT_EXIT)
+
+
+def _open_auditor(artifact, server, token, batch, load):
+    """The local model, or a running server that answers for it."""
+    if server:
+        from auditor_rt.runtime.serve.client import AuditClient, RemoteAuditor
+
+        return RemoteAuditor(AuditClient(server, token), batch_size=batch)
+    from auditor_rt.runtime.auditor import Auditor
+
+    return Auditor.load(artifact, **load)
 
 
 def _write_mixed_summary(folder, parts: dict) -> None:

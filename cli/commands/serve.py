@@ -1,0 +1,60 @@
+import click
+
+
+@click.command("serve")
+@click.argument("artifact", type=click.Path())
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind. Anything but loopback without --token prints a warning.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--token", envvar="AUDITOR_RT_TOKEN", default=None,
+              help="Require 'Authorization: Bearer TOKEN' on /v1/* (or set AUDITOR_RT_TOKEN).")
+@click.option("--max-batch", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Images per model call, gathered from concurrent requests.")
+@click.option("--max-delay-ms", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="How long the first request of a batch waits for others.")
+@click.option("--max-queue", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Requests that may wait for the model; past it, 503 with Retry-After at once.")
+@click.option("--timeout-ms", type=click.FloatRange(min=1), default=10_000, show_default=True,
+              help="Per-request deadline: a request that waited longer gets 504 and is dropped, not run.")
+@click.option("--max-body-mb", type=click.FloatRange(min=0.001), default=20.0, show_default=True,
+              help="Larger request bodies get 413 before they are read whole.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=40_000_000, show_default=True,
+              help="Larger images get 413 before they are decoded (decompression bombs).")
+@click.option("--grace-s", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="On SIGTERM: how long the requests in flight may take to finish.")
+@click.option("--decode-workers", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Threads that decode, resize and encode off the event loop.")
+@click.option("--simulate-model-ms", type=click.FloatRange(min=0), default=0.0, hidden=True,
+              help="Add this to every model call (load tests of batching and the queue bound).")
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]), default="auto", show_default=True)
+@click.option("--providers", default="auto", show_default=True,
+              help="ORT execution providers, comma separated: auto, tensorrt, cuda, cpu.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads for ONNX Runtime.")
+def command(artifact, host, port, token, max_batch, max_delay_ms, max_queue, timeout_ms, max_body_mb, max_pixels,
+            grace_s, decode_workers, simulate_model_ms, backend, providers, threads):
+    """Serve ARTIFACT over HTTP: POST /v1/audit with image bytes (or multipart with several) returns scores,
+    regions and heatmaps; requests are batched dynamically, bounded by a queue, and drained on SIGTERM. Also
+    GET /v1/info, /healthz, /readyz and /metrics (Prometheus)."""
+    from auditor_rt.cli.options import parse_providers
+    from auditor_rt.runtime.auditor import Auditor
+    from auditor_rt.runtime.serve.app import AuditApp, ServeSettings
+    from auditor_rt.runtime.serve.server import run_server
+
+    if host not in ("127.0.0.1", "localhost", "::1") and not token:
+        click.secho(f"warning: serving on {host} without --token: anyone who can reach this port can use it",
+                    fg="yellow", err=True)
+    settings = ServeSettings(max_batch=max_batch, max_delay_ms=max_delay_ms, max_queue=max_queue,
+                             timeout_ms=timeout_ms, max_body_mb=max_body_mb, max_pixels=max_pixels, token=token,
+                             grace_s=grace_s, decode_workers=decode_workers, simulate_model_ms=simulate_model_ms)
+    auditor = Auditor.load(artifact, backend=backend, providers=parse_providers(providers), threads=threads,
+                           batch_size=max_batch)  # checks every digest first
+    app = AuditApp(auditor, settings)
+    began = __import__("time").perf_counter()
+    app.warm_up()
+    runner = auditor.runner
+    click.echo(f"serving {auditor.artifact.name} on http://{host}:{port} ({getattr(runner, 'name', 'runner')}: "
+               f"{', '.join(getattr(runner, 'active_providers', []))}); warm-up "
+               f"{(__import__('time').perf_counter() - began) * 1000:.0f} ms; max batch {max_batch}, max delay "
+               f"{max_delay_ms:g} ms, queue {max_queue}", err=True)
+    run_server(app, host, port, log=lambda message: click.echo(message, err=True))
+    click.echo("stopped", err=True)
