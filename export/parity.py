@@ -63,12 +63,28 @@ def check_parity(module: torch.nn.Module, path: Path, inputs, outputs, input_siz
     for key, error in errors.items():
         if error > TOLERANCE:
             errors[key], errors.floors[key] = ours[key], floor[key]
-            if ours[key] > max(TOLERANCE, 2.0 * floor[key]):
+            if ours[key] > max(TOLERANCE, 2.0 * floor[key]) and not _local_switch(key, actual, exact):
                 failed[key] = f"{ours[key]:.2e} against FP64, where PyTorch FP32's own error is {floor[key]:.2e}"
     if failed:
         raise ExportError(f"{path.name} differs from PyTorch past {TOLERANCE}: {failed}; no manifest was written, "
                           "so the folder is not a usable artifact")
     return errors
+
+
+def _local_switch(key: str, actual: dict[str, np.ndarray], exact: dict[str, np.ndarray]) -> bool:
+    """A map that misses the floor rule only by a ReLU switched on rounding noise: cosine >= 0.9999, max error
+    within ``LOCAL_DISCONTINUITY`` of the scale and mean error within 1e-4 (see runtime/compare.py). IG's ``delta`` (sum of the map minus the
+    change of the logit) passes when the map's own error accounts for it."""
+    from auditor_rt.runtime.compare import cosine_per_image, is_local_switch
+
+    if key == "delta" and "ig" in actual:
+        explained = np.abs(actual["ig"].astype(np.float64) - exact["ig"]).reshape(len(exact["ig"]), -1).sum(axis=1)
+        return bool(np.all(np.abs(actual["delta"] - exact["delta"]) <= 1.01 * explained + 1e-6)
+                    and _local_switch("ig", actual, exact))
+    if exact[key].ndim < 3:
+        return False
+    return bool(cosine_per_image(actual[key], exact[key]).min() >= 0.9999
+                and is_local_switch(actual[key], exact[key], TOLERANCE))
 
 
 def _outputs(module: torch.nn.Module, feed: dict[str, np.ndarray], inputs, dtype: torch.dtype,

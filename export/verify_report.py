@@ -88,7 +88,7 @@ def render_html(report: VerifyReport) -> str:
             f"<td>{_number(c.scaled_error)}</td><td>{_number(c.allowed)}</td><td>{_number(c.floor)}</td>"
             f"<td>{_number(c.max_abs)}</td><td>{_number(c.max_rel)}</td><td>{_number(c.cosine)}</td>"
             f"<td>{_number(c.spearman)}</td><td>{_number(c.iou)}</td><td>{_number(c.dependence)}</td>"
-            f"<td>{html.escape('; '.join(c.reasons))}</td></tr>")
+            f"<td>{html.escape('; '.join(c.reasons + c.notes))}</td></tr>")
     checks = "".join(f'<li class="{"pass" if f.ok else "fail"}">{"ok" if f.ok else "FAIL"} {html.escape(f.check)}'
                      f"{': ' + html.escape(f.detail) if f.detail else ''}</li>" for f in report.integrity)
     unavailable = "".join(f"<li>{html.escape(b)}: {html.escape(why)}</li>" for b, why in report.unavailable.items())

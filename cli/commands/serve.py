@@ -14,6 +14,9 @@ import click
               help="How long the first request of a batch waits for others.")
 @click.option("--max-queue", type=click.IntRange(min=1), default=64, show_default=True,
               help="Requests that may wait for the model; past it, 503 with Retry-After at once.")
+@click.option("--max-wait-ms", type=click.FloatRange(min=1), default=None,
+              help="Also refuse (503) a request that the measured throughput says would wait longer than this: "
+                   "latency stays bounded under overload (default: only the queue bound).")
 @click.option("--timeout-ms", type=click.FloatRange(min=1), default=10_000, show_default=True,
               help="Per-request deadline: a request that waited longer gets 504 and is dropped, not run.")
 @click.option("--max-body-mb", type=click.FloatRange(min=0.001), default=20.0, show_default=True,
@@ -30,11 +33,13 @@ import click
 @click.option("--providers", default="auto", show_default=True,
               help="ORT execution providers, comma separated: auto, tensorrt, cuda, cpu.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads for ONNX Runtime.")
-def command(artifact, host, port, token, max_batch, max_delay_ms, max_queue, timeout_ms, max_body_mb, max_pixels,
-            grace_s, decode_workers, simulate_model_ms, backend, providers, threads):
+def command(artifact, host, port, token, max_batch, max_delay_ms, max_queue, max_wait_ms, timeout_ms, max_body_mb,
+            max_pixels, grace_s, decode_workers, simulate_model_ms, backend, providers, threads):
     """Serve ARTIFACT over HTTP: POST /v1/audit with image bytes (or multipart with several) returns scores,
     regions and heatmaps; requests are batched dynamically, bounded by a queue, and drained on SIGTERM. Also
     GET /v1/info, /healthz, /readyz and /metrics (Prometheus)."""
+    import time
+
     from auditor_rt.cli.options import parse_providers
     from auditor_rt.runtime.auditor import Auditor
     from auditor_rt.runtime.serve.app import AuditApp, ServeSettings
@@ -45,16 +50,17 @@ def command(artifact, host, port, token, max_batch, max_delay_ms, max_queue, tim
                     fg="yellow", err=True)
     settings = ServeSettings(max_batch=max_batch, max_delay_ms=max_delay_ms, max_queue=max_queue,
                              timeout_ms=timeout_ms, max_body_mb=max_body_mb, max_pixels=max_pixels, token=token,
-                             grace_s=grace_s, decode_workers=decode_workers, simulate_model_ms=simulate_model_ms)
+                             grace_s=grace_s, decode_workers=decode_workers, max_wait_ms=max_wait_ms,
+                             simulate_model_ms=simulate_model_ms)
     auditor = Auditor.load(artifact, backend=backend, providers=parse_providers(providers), threads=threads,
                            batch_size=max_batch)  # checks every digest first
     app = AuditApp(auditor, settings)
-    began = __import__("time").perf_counter()
+    began = time.perf_counter()
     app.warm_up()
     runner = auditor.runner
     click.echo(f"serving {auditor.artifact.name} on http://{host}:{port} ({getattr(runner, 'name', 'runner')}: "
                f"{', '.join(getattr(runner, 'active_providers', []))}); warm-up "
-               f"{(__import__('time').perf_counter() - began) * 1000:.0f} ms; max batch {max_batch}, max delay "
+               f"{(time.perf_counter() - began) * 1000:.0f} ms; max batch {max_batch}, max delay "
                f"{max_delay_ms:g} ms, queue {max_queue}", err=True)
     run_server(app, host, port, log=lambda message: click.echo(message, err=True))
     click.echo("stopped", err=True)

@@ -122,6 +122,8 @@ def _print_table(report) -> None:
         if not c:
             click.secho(f"     {'; '.join(c.reasons)}; would pass with atol {c.min_atol:.2e} or rtol "
                         f"{c.min_rtol:.2e}", fg="red")
+        for note in c.notes:
+            click.secho(f"     note: {note}", fg="yellow")
     verdict = "PASS" if report.passed else "FAIL"
     click.secho(f"{verdict}: {sum(map(bool, report.comparisons))} of {len(report.comparisons)} outputs passed in "
                 f"{report.seconds:.1f} s", fg="green" if report.passed else "red", bold=True)

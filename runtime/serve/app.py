@@ -44,6 +44,7 @@ class ServeSettings:
     token: str | None = None
     grace_s: float = 30.0
     decode_workers: int = 4
+    max_wait_ms: float | None = None  # refuse (503) a request expected to wait longer than this for the model
     simulate_model_ms: float = 0.0  # added to every model call: load tests of the batching and the queue bound
 
     def limits(self) -> dict:
@@ -62,7 +63,8 @@ class AuditApp:
         self.pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
         self.batcher = DynamicBatcher(auditor.run_batch, self._explain, settings.max_batch,
                                       settings.max_delay_ms / 1000, settings.max_queue, self.metrics,
-                                      settings.simulate_model_ms / 1000)
+                                      settings.simulate_model_ms / 1000,
+                                      None if settings.max_wait_ms is None else settings.max_wait_ms / 1000)
         self.methods = attribution_methods(auditor.artifact)
         self.heatmaps: collections.OrderedDict[str, bytes] = collections.OrderedDict()
         self.ready = False
@@ -178,8 +180,9 @@ class AuditApp:
             try:
                 job = self.batcher.submit(np.stack([model for model, _ in decoded]), deadline, options["explain"])
             except Overloaded:
-                raise HttpError(503, f"the queue is full ({self.settings.max_queue} requests waiting); retry "
-                                     "shortly", "queue_full", (("retry-after", "1"),)) from None
+                raise HttpError(503, f"overloaded: the queue is full ({self.settings.max_queue} requests) or the wait "
+                                     "would pass --max-wait-ms; retry shortly", "queue_full",
+                                (("retry-after", "1"),)) from None
             result = await self._wait(job, deadline)
             encode_began = time.perf_counter()
             results = await loop.run_in_executor(self.pool, self._results, decoded, result, options)

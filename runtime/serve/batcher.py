@@ -55,8 +55,10 @@ class JobResult:
 class DynamicBatcher:
     def __init__(self, run_batch: Callable[[np.ndarray], dict[str, np.ndarray]],
                  explain: Callable[[np.ndarray, str], list], max_batch: int, max_delay_s: float, max_queue: int,
-                 metrics: Metrics, simulate_model_s: float = 0.0):
+                 metrics: Metrics, simulate_model_s: float = 0.0, max_wait_s: float | None = None):
         self.run_batch, self.explain = run_batch, explain
+        self.max_wait_s = max_wait_s
+        self.images_per_s: float | None = None  # measured throughput of the model, smoothed
         self.max_batch, self.max_delay_s, self.max_queue = max_batch, max_delay_s, max_queue
         self.metrics, self.simulate_model_s = metrics, simulate_model_s
         self.queue: collections.deque[Job] = collections.deque()
@@ -72,6 +74,8 @@ class DynamicBatcher:
         with self.condition:
             if len(self.queue) >= self.max_queue or self.closed:
                 raise Overloaded()
+            if self.max_wait_s is not None and self.expected_wait(len(images)) > self.max_wait_s:
+                raise Overloaded()
             self.queue.append(job)
             self.metrics.queue_depth = len(self.queue)
             self.condition.notify()
@@ -84,6 +88,14 @@ class DynamicBatcher:
         self.thread.join(timeout=30)
 
     # ---- the model thread ------------------------------------------------------------------------------------------
+
+    def expected_wait(self, images: int) -> float:
+        """Seconds until a new request of ``images`` would be answered: the images ahead of it, plus a batch in
+        progress and its own, at the measured throughput (0 before any measurement). Called under the lock."""
+        if not self.images_per_s:
+            return 0.0
+        ahead = sum(len(job.images) for job in self.queue)
+        return (ahead + self.max_batch + images) / self.images_per_s
 
     def expire(self, job: Job) -> bool:
         """The waiter's deadline passed: drop the job unless the model has already taken it (then it finishes).
@@ -153,6 +165,9 @@ class DynamicBatcher:
             return
         model_s = time.monotonic() - began
         self.metrics.batch(len(images), model_s)
+        rate = len(images) / max(model_s, 1e-6)
+        with self.condition:
+            self.images_per_s = rate if self.images_per_s is None else 0.8 * self.images_per_s + 0.2 * rate
         start = 0
         for job, explained in zip(jobs, explanations):
             end = start + len(job.images)

@@ -82,3 +82,18 @@ def test_nan_and_shape_and_index_outputs():
     assert compare_output("ort", "g", "top_class", classes, classes, None, Tolerance())
     wrong = compare_output("ort", "g", "top_class", np.array([1, 2, 4]), classes, None, Tolerance())
     assert not wrong and wrong.reasons == ["1 of 3 values differ"]
+
+
+def test_a_local_switch_passes_with_a_note_and_a_wrong_map_does_not():
+    """A ReLU switched by rounding noise moves a map locally (cosine stays >= 0.9999): it passes, noted. An error
+    spread over the map, or past 1e-2 of its scale, fails."""
+    reference = np.abs(maps(2, 64))
+    local = reference.copy()
+    local[0, 3, 3] += 5e-3 * reference[0].max()
+    result = compare_output("ort", "ig", "ig", local, reference, reference, Tolerance())
+    assert result and result.notes and "ReLU" in result.notes[0]
+    spread = reference * 1.02
+    assert not compare_output("ort", "ig", "ig", spread, reference, reference, Tolerance())
+    large = reference.copy()
+    large[0, 3, 3] += 5e-2 * reference[0].max()
+    assert not compare_output("ort", "ig", "ig", large, reference, reference, Tolerance())
