@@ -25,8 +25,8 @@ from auditor_rt.runtime.errors import ImageDecodeError, ImageTooLargeError
 from auditor_rt.runtime.explain import attribution_methods
 from auditor_rt.runtime.imageio import decode_image, resize_image, resize_map
 from auditor_rt.runtime.serve.batcher import DeadlineExceeded, DynamicBatcher, Overloaded
-from auditor_rt.runtime.serve.http import (IMAGE_TYPES, HttpError, header, media_type, multipart_images, query,
-                                           read_body, respond, respond_json)
+from auditor_rt.runtime.serve.http import (IMAGE_TYPES, HttpError, check_declared_length, header, media_type,
+                                           multipart_images, query, read_body, respond, respond_json)
 from auditor_rt.runtime.serve.metrics import Metrics
 
 HEATMAP_FORMATS = ("png", "npy", "none", "ref")
@@ -168,21 +168,26 @@ class AuditApp:
         if kind not in IMAGE_TYPES and kind != "multipart/form-data":
             raise HttpError(415, f"Content-Type {kind or 'missing'}: send {', '.join(IMAGE_TYPES)} or "
                                  "multipart/form-data with image parts", "unsupported_type")
-        body = await read_body(scope, receive, int(self.settings.max_body_mb * 1024 * 1024))
-        blobs = multipart_images(body, params.get("boundary", "")) if kind == "multipart/form-data" else [body]
-        self.metrics.in_flight += 1
+        limit = int(self.settings.max_body_mb * 1024 * 1024)
+        check_declared_length(scope, limit)
+        deadline = time.monotonic() + self.settings.timeout_ms / 1000
         try:
+            self.batcher.reserve()  # before decoding anything: an overloaded server refuses cheaply
+        except Overloaded:
+            await read_body(scope, receive, limit)  # read, not decoded: the client's connection stays usable
+            raise HttpError(503, f"overloaded: {self.settings.max_queue} requests are waiting, or the wait would "
+                                 "pass --max-wait-ms; retry shortly", "queue_full", (("retry-after", "1"),)) from None
+        self.metrics.in_flight += 1
+        submitted = False
+        try:
+            body = await read_body(scope, receive, limit)
+            blobs = multipart_images(body, params.get("boundary", "")) if kind == "multipart/form-data" else [body]
             loop = asyncio.get_running_loop()
             decode_began = time.perf_counter()
             decoded = await loop.run_in_executor(self.pool, self._decode, blobs)
             decode_s = time.perf_counter() - decode_began
-            deadline = time.monotonic() + self.settings.timeout_ms / 1000
-            try:
-                job = self.batcher.submit(np.stack([model for model, _ in decoded]), deadline, options["explain"])
-            except Overloaded:
-                raise HttpError(503, f"overloaded: the queue is full ({self.settings.max_queue} requests) or the wait "
-                                     "would pass --max-wait-ms; retry shortly", "queue_full",
-                                (("retry-after", "1"),)) from None
+            job = self.batcher.submit(np.stack([model for model, _ in decoded]), deadline, options["explain"])
+            submitted = True
             result = await self._wait(job, deadline)
             encode_began = time.perf_counter()
             results = await loop.run_in_executor(self.pool, self._results, decoded, result, options)
@@ -196,6 +201,8 @@ class AuditApp:
             self.metrics.observe_latency(time.perf_counter() - began)
             return 200
         finally:
+            if not submitted:
+                self.batcher.release()
             self.metrics.in_flight -= 1
 
     async def _wait(self, job, deadline: float):

@@ -62,20 +62,34 @@ class DynamicBatcher:
         self.max_batch, self.max_delay_s, self.max_queue = max_batch, max_delay_s, max_queue
         self.metrics, self.simulate_model_s = metrics, simulate_model_s
         self.queue: collections.deque[Job] = collections.deque()
+        self.reserved = 0  # places promised to requests still being read and decoded
         self.condition = threading.Condition()
         self.closed = False
         self.thread = threading.Thread(target=self._work, name="model", daemon=True)
         self.thread.start()
 
+    def reserve(self) -> None:
+        """Take a place in the queue before the request's body is read and decoded, so that an overloaded server
+        refuses at once, spending nothing on the request. Raises ``Overloaded`` when the queue (waiting plus
+        reserved) is full, or when the measured throughput says a new request would wait past ``max_wait``."""
+        with self.condition:
+            if len(self.queue) + self.reserved >= self.max_queue or self.closed:
+                raise Overloaded()
+            if self.max_wait_s is not None and self.expected_wait(1) > self.max_wait_s:
+                raise Overloaded()
+            self.reserved += 1
+
+    def release(self) -> None:
+        """Give back a reserved place (the request failed before it reached the queue)."""
+        with self.condition:
+            self.reserved -= 1
+
     def submit(self, images: np.ndarray, deadline: float, explain: str | None = None) -> Job:
-        """Queue a request; await ``job.future``. Raises ``Overloaded`` at once when the queue is full."""
+        """Queue a request into the place it reserved; await ``job.future``."""
         loop = asyncio.get_running_loop()
         job = Job(images, deadline, loop.create_future(), loop, explain)
         with self.condition:
-            if len(self.queue) >= self.max_queue or self.closed:
-                raise Overloaded()
-            if self.max_wait_s is not None and self.expected_wait(len(images)) > self.max_wait_s:
-                raise Overloaded()
+            self.reserved -= 1
             self.queue.append(job)
             self.metrics.queue_depth = len(self.queue)
             self.condition.notify()
@@ -94,7 +108,7 @@ class DynamicBatcher:
         progress and its own, at the measured throughput (0 before any measurement). Called under the lock."""
         if not self.images_per_s:
             return 0.0
-        ahead = sum(len(job.images) for job in self.queue)
+        ahead = sum(len(job.images) for job in self.queue) + self.reserved
         return (ahead + self.max_batch + images) / self.images_per_s
 
     def expire(self, job: Job) -> bool:

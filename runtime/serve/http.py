@@ -41,13 +41,18 @@ def media_type(content_type: str | None) -> tuple[str, dict[str, str]]:
     return kind.strip().lower(), values
 
 
-async def read_body(scope: dict, receive: Callable[[], Awaitable[dict]], limit: int) -> bytes:
-    """The whole body, refused with 413 as soon as it is known to pass ``limit`` bytes: from Content-Length
-    before anything is read, else while it streams in (chunked uploads)."""
+def check_declared_length(scope: dict, limit: int) -> None:
+    """413 from the Content-Length header, before anything is read."""
     declared = header(scope, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise HttpError(413, f"the body is {int(declared)} bytes, over the limit of {limit} (--max-body-mb)",
                         "body_too_large")
+
+
+async def read_body(scope: dict, receive: Callable[[], Awaitable[dict]], limit: int) -> bytes:
+    """The whole body, refused with 413 as soon as it is known to pass ``limit`` bytes: from Content-Length
+    before anything is read, else while it streams in (chunked uploads)."""
+    check_declared_length(scope, limit)
     chunks, size = [], 0
     while True:
         message = await receive()
