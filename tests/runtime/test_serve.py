@@ -273,3 +273,19 @@ def test_infer_sends_frames_to_a_running_server(artifact_dir, python_exe, tmp_pa
     scores = {Path(r["source"]).name: r["score"] for r in rows if r["status"] == "ok"}
     assert scores.keys() == local.keys() and all(abs(scores[k] - local[k]) < 1e-5 for k in local)
     assert [r["status"] for r in rows].count("error") == 1
+
+
+def test_explain_adds_the_attribution_map_of_the_local_auditor(explain_artifact_dir, python_exe):
+    image = np.random.default_rng(5).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    with Auditor.load(explain_artifact_dir) as auditor:
+        local = auditor.explain_arrays([image], "gradcam")[0]
+    with running(python_exe, explain_artifact_dir) as server:
+        status, payload, _ = request(server.url, "POST", "/v1/audit?explain=gradcam&heatmap=npy", png_bytes(image),
+                                     "image/png")
+        missing = request(server.url, "POST", "/v1/audit?explain=nosuch", png_bytes(image), "image/png")
+    from auditor_rt.runtime.serve.client import decode_map
+
+    explained = json.loads(payload)["results"][0]["explain"]
+    assert status == 200 and explained["method"] == "gradcam"
+    np.testing.assert_allclose(decode_map(explained["map"]), local.map, atol=1e-5)
+    assert missing[0] == 400 and b"gradcam" in missing[1]
