@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stream import model_only  # noqa: E402
+from stream import model_only, print_ratios  # noqa: E402
 
 from auditor_rt.runtime import Auditor  # noqa: E402
 from auditor_rt.runtime.imageio import decode_image  # noqa: E402
@@ -102,11 +101,7 @@ def main(argv=None) -> int:
                 results[names[0]].append(model_only(auditor, decoded, args.batch))
                 results[names[1]].append(pipeline(auditor, paths, temp / f"run{round_}"))
                 results[names[2]].append(naive_loop(auditor, paths, args.batch, temp / f"naive{round_}"))
-    ceiling = statistics.median(results[names[0]])
-    print(f"\n{'contender':32s} {'median img/s':>12s} {'min':>7s} {'max':>7s}  vs model")
-    for name, values in results.items():
-        print(f"{name:32s} {statistics.median(values):12.1f} {min(values):7.1f} {max(values):7.1f}  "
-              f"{statistics.median(values) / ceiling:6.2f}")
+    print_ratios(results, names[0], "img/s")
     return 0
 
 

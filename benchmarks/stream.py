@@ -101,6 +101,15 @@ def pipeline(auditor: Auditor, path: Path, folder: Path) -> tuple[float, int]:
     return summary.fps, summary.ok
 
 
+def print_ratios(results: dict[str, list[float]], ceiling_name: str, unit: str) -> None:
+    """Median, min and max of each contender, and its median over the ceiling's."""
+    ceiling = statistics.median(results[ceiling_name])
+    print(f"\n{'contender':32s} {'median ' + unit:>12s} {'min':>7s} {'max':>7s}  vs model")
+    for name, values in results.items():
+        print(f"{name:32s} {statistics.median(values):12.1f} {min(values):7.1f} {max(values):7.1f}  "
+              f"{statistics.median(values) / ceiling:6.2f}")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if not (args.artifact / "manifest.json").is_file():
@@ -126,11 +135,7 @@ def main(argv=None) -> int:
                     return 1
                 results["infer pipeline"].append(fps)
                 results["naive one-thread loop"].append(naive_loop(auditor, video, args.batch, temp / "naive.jsonl"))
-    ceiling = statistics.median(results["model only (frames in memory)"])
-    print(f"\n{'contender':32s} {'median fps':>10s} {'min':>7s} {'max':>7s}  vs model")
-    for name, values in results.items():
-        print(f"{name:32s} {statistics.median(values):10.1f} {min(values):7.1f} {max(values):7.1f}  "
-              f"{statistics.median(values) / ceiling:6.2f}")
+    print_ratios(results, "model only (frames in memory)", "fps")
     return 0
 
 
