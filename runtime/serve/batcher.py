@@ -63,6 +63,7 @@ class DynamicBatcher:
         self.metrics, self.simulate_model_s = metrics, simulate_model_s
         self.queue: collections.deque[Job] = collections.deque()
         self.reserved = 0  # places promised to requests still being read and decoded
+        self.running = 0   # images in the model call under way
         self.condition = threading.Condition()
         self.closed = False
         self.thread = threading.Thread(target=self._work, name="model", daemon=True)
@@ -104,12 +105,13 @@ class DynamicBatcher:
     # ---- the model thread ------------------------------------------------------------------------------------------
 
     def expected_wait(self, images: int) -> float:
-        """Seconds until a new request of ``images`` would be answered: the images ahead of it, plus a batch in
-        progress and its own, at the measured throughput (0 before any measurement). Called under the lock."""
+        """Seconds until a new request of ``images`` would be answered: the images queued or reserved ahead of it,
+        the model call under way, and its own, at the measured throughput (0 before any measurement). Called
+        under the lock."""
         if not self.images_per_s:
             return 0.0
         ahead = sum(len(job.images) for job in self.queue) + self.reserved
-        return (ahead + self.max_batch + images) / self.images_per_s
+        return (ahead + self.running + images) / self.images_per_s
 
     def expire(self, job: Job) -> bool:
         """The waiter's deadline passed: drop the job unless the model has already taken it (then it finishes).
@@ -150,6 +152,7 @@ class DynamicBatcher:
                 job.started = True
                 batch.append(job)
                 size += len(job.images)
+                self.running = size
                 if until is None:
                     until = time.monotonic() + self.max_delay_s
             self.metrics.queue_depth = len(self.queue)
@@ -162,6 +165,8 @@ class DynamicBatcher:
                 self._finish(job, exception=DeadlineExceeded())
             if batch:
                 self._run(batch)
+                with self.condition:
+                    self.running = 0
             elif self.closed and not expired:
                 return
 

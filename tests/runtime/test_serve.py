@@ -289,3 +289,27 @@ def test_explain_adds_the_attribution_map_of_the_local_auditor(explain_artifact_
     assert status == 200 and explained["method"] == "gradcam"
     np.testing.assert_allclose(decode_map(explained["map"]), local.map, atol=1e-5)
     assert missing[0] == 400 and b"gradcam" in missing[1]
+
+
+def test_max_wait_refuses_what_would_wait_too_long(artifact_dir, python_exe):
+    """--max-wait-ms: with the model measured at 2 images/s (500 ms a call), a request that would wait behind a call
+    under way (about 1 s to its answer) is refused at once; one that finds the model idle (0.5 s) is served."""
+    with running(python_exe, artifact_dir, "--max-batch", "1", "--simulate-model-ms", "500",
+                 "--max-wait-ms", "700") as server:
+        image = png_bytes(np.full((96, 96, 3), 60, np.uint8))
+
+        def post():
+            return request(server.url, "POST", "/v1/audit?heatmap=none", image, "image/png")[0]
+
+        assert post() == 200  # measures the throughput
+        busy = threading.Thread(target=post)
+        busy.start()
+        deadline = time.monotonic() + 10
+        while "auditor_in_flight 1" not in request(server.url, "GET", "/metrics")[1].decode():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(0.05)  # the model has taken it
+        refused = post()
+        busy.join(30)
+        assert refused == 503
+        assert post() == 200  # idle again
