@@ -317,5 +317,5 @@ class AuditApp:
 
 
 def _reason(exc: Exception) -> str:
-    """The cause without the buffer's placeholder name."""
+    """The cause, without the generic 'buffer: ' that decode_image puts before it."""
     return str(exc).removeprefix("buffer: ")
