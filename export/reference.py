@@ -11,7 +11,6 @@ A file that is not the one the manifest names is a finding, not a crash: ``Refer
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,9 +19,8 @@ import torch
 from auditor_rt.export.attribution import create_attribution
 from auditor_rt.export.attribution.compiler import eager_gradients
 from auditor_rt.export.backbone import RANDOM, FeatureExtractor, Normalize, create_backbone
-from auditor_rt.export.checkpoint import BACKBONE_NAME, CONFIG_NAME, HEAD_NAME
+from auditor_rt.export.checkpoint import BACKBONE_NAME, CONFIG_NAME, HEAD_NAME, load_checkpoint
 from auditor_rt.export.graphs import AuditModule
-from auditor_rt.export.head import RiskHead
 from auditor_rt.runtime.artifact import Artifact, sha256_file
 from auditor_rt.runtime.errors import ArtifactError
 
@@ -90,8 +88,11 @@ def fp64_twin(module: torch.nn.Module, input_size: tuple[int, int]) -> torch.nn.
 
 
 def _check_file(path: Path, expected: str | None, what: str, findings: list[str]) -> None:
-    if expected and sha256_file(path) != expected:
-        findings.append(f"{what} {path}: SHA-256 {sha256_file(path)[:16]}… is not the manifest's {expected[:16]}…")
+    if not expected:
+        return
+    actual = sha256_file(path)
+    if actual != expected:
+        findings.append(f"{what} {path}: SHA-256 {actual[:16]}… is not the manifest's {expected[:16]}…")
 
 
 def _risk_head(artifact: Artifact, checkpoint: str | Path | None, findings: list[str],
@@ -102,17 +103,16 @@ def _risk_head(artifact: Artifact, checkpoint: str | Path | None, findings: list
     if not (folder / HEAD_NAME).is_file() or not (folder / CONFIG_NAME).is_file():
         raise ArtifactError(f"the head checkpoint that the manifest names ({folder}) is not there (needs {HEAD_NAME} "
                             f"and {CONFIG_NAME}); pass --checkpoint DIR with the folder `auditor-rt train` wrote")
-    config = json.loads((folder / CONFIG_NAME).read_text())
-    head_config = document.get("head") or config["head"]
+    trained = load_checkpoint(folder)
     _check_file(folder / HEAD_NAME, training.get("head_sha256"), "head weights", findings)
     if not training.get("head_sha256"):
         notes.append(f"the manifest records no digest of the head weights ({HEAD_NAME}); re-export to add it")
-    for key in ("backbone", "input_size", "mean", "std"):
-        recorded = {"backbone": model.get("backbone"), "input_size": document["preprocess"]["input_size"],
-                    "mean": document["preprocess"]["mean"], "std": document["preprocess"]["std"]}[key]
-        if key in config and _differs(config[key], recorded):
-            findings.append(f"{key}: the manifest says {recorded}, the checkpoint {folder / CONFIG_NAME} says "
-                            f"{config[key]}")
+    recorded = {"backbone": model.get("backbone"), "head": document.get("head"),
+                **{key: document["preprocess"][key] for key in ("input_size", "mean", "std")}}
+    for key, value in recorded.items():
+        if value is not None and key in trained.config and _differs(trained.config[key], value):
+            findings.append(f"{key}: the manifest says {value}, the checkpoint {folder / CONFIG_NAME} says "
+                            f"{trained.config[key]}")
     weights = model.get("weights", {})
     source = str(folder / weights["file"]) if weights.get("file") else weights.get("source", RANDOM)
     if source == RANDOM or not Path(source).is_file():
@@ -123,13 +123,8 @@ def _risk_head(artifact: Artifact, checkpoint: str | Path | None, findings: list
     backbone, _ = create_backbone(model["backbone"], source)
     size = tuple(document["preprocess"]["input_size"])
     features = FeatureExtractor(backbone, size)
-    head = RiskHead(head_config["channels"], head_config["pooling"], head_config["topk_fraction"],
-                    head_config["hidden"])
-    from safetensors.torch import load_file
-
-    head.load_state_dict(load_file(str(folder / HEAD_NAME)))
     normalize = Normalize(document["preprocess"]["mean"], document["preprocess"]["std"])
-    audit = AuditModule(normalize, features, head, size).eval().requires_grad_(False)
+    audit = AuditModule(normalize, features, trained.head, size).eval().requires_grad_(False)
     return audit, f"{model['backbone']} + risk head from {folder}"
 
 

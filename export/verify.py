@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from auditor_rt.export.parity import run_in_chunks, torch_outputs
 from auditor_rt.export.reference import ReferenceModel, build_reference
 from auditor_rt.runtime.artifact import Artifact
 from auditor_rt.runtime.compare import PRECISION_DEFAULTS, Comparison, Tolerance, compare_output
@@ -127,23 +128,6 @@ def graph_feed(entry, images: np.ndarray, seed: int, targets: np.ndarray | None)
 
 # ---- running ---------------------------------------------------------------------------------------------------------
 
-def run_reference(module: torch.nn.Module, feed: dict[str, np.ndarray], batch: int,
-                  dtype: torch.dtype) -> dict[str, np.ndarray]:
-    """The module's outputs for the whole feed, in batches; float inputs cast to ``dtype``."""
-    parts: dict[str, list[np.ndarray]] = {}
-    total = len(next(iter(feed.values())))
-    for start in range(0, total, batch):
-        inputs = {}
-        for name, value in feed.items():
-            tensor = torch.from_numpy(np.ascontiguousarray(value[start:start + batch]))
-            inputs[name] = tensor.to(dtype) if tensor.is_floating_point() else tensor
-        with torch.no_grad():
-            outputs = module(**inputs)._asdict()
-        for name, value in outputs.items():
-            parts.setdefault(name, []).append(value.detach().numpy())
-    return {name: np.concatenate(values) for name, values in parts.items()}
-
-
 def open_backend(backend: str, path: Path, entry, options: VerifyOptions):
     """An ORT session for the graph: the CPU or GPU providers for ``onnxruntime``; the TensorRT execution provider
     (FP16 with ``precision='fp16'``) for ``tensorrt``. Raises BackendUnavailableError where it cannot run here."""
@@ -162,16 +146,6 @@ def open_backend(backend: str, path: Path, entry, options: VerifyOptions):
     if options.precision == "fp16":
         raise ConfigError("--precision fp16 applies to the tensorrt backend; ONNX Runtime runs these graphs in FP32")
     return OnnxRuntimeRunner(path, entry.inputs, entry.outputs, providers=options.providers, threads=options.threads)
-
-
-def run_backend(runner, feed: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
-    parts: dict[str, list[np.ndarray]] = {}
-    total = len(next(iter(feed.values())))
-    for start in range(0, total, batch):
-        outputs = runner.infer({name: value[start:start + batch] for name, value in feed.items()})
-        for name, value in outputs.items():
-            parts.setdefault(name, []).append(value)
-    return {name: np.concatenate(values) for name, values in parts.items()}
 
 
 def tolerance_for(graph: str, output: str, options: VerifyOptions) -> Tolerance:
@@ -229,7 +203,7 @@ def _reference_targets(artifact, reference: ReferenceModel, images, options) -> 
     """A classifier's classes to explain: the FP64 reference's top class of each image."""
     if not any(entry.kind == "classify" for entry in artifact.manifest.graphs.values()):
         return None
-    return run_reference(reference.base[1], {"image": images}, options.batch, torch.float64)["top_class"]
+    return torch_outputs(reference.base[1], {"image": images}, options.batch, torch.float64)["top_class"]
 
 
 def _verify_graph(report: VerifyReport, artifact: Artifact, reference: ReferenceModel, name: str, images, targets,
@@ -239,8 +213,8 @@ def _verify_graph(report: VerifyReport, artifact: Artifact, reference: Reference
     fp32, fp64 = reference.modules[name]
     step = max(1, options.batch // expansion(entry))  # IG and SmoothGrad run many images per input image
     log(f"{name}: PyTorch FP64 and FP32 references on {len(images)} inputs")
-    expected = run_reference(fp64, feed, step, torch.float64)
-    floor = run_reference(fp32, feed, step, torch.float32)
+    expected = torch_outputs(fp64, feed, step, torch.float64)
+    floor = torch_outputs(fp32, feed, step, torch.float32)
     path = artifact.folder / entry.file  # as it is on disk: a digest mismatch is reported, and compared anyway
     for backend in options.backends:
         if backend in report.unavailable:
@@ -254,7 +228,7 @@ def _verify_graph(report: VerifyReport, artifact: Artifact, reference: Reference
             continue
         log(f"{name}: {backend} ({', '.join(getattr(runner, 'active_providers', []))})")
         with runner:
-            actual = run_backend(runner, feed, step)
+            actual = run_in_chunks(runner.infer, feed, step)
         for output in (spec.name for spec in entry.outputs):
             comparison = compare_output(backend, name, output, actual[output], expected[output], floor.get(output),
                                         tolerance_for(name, output, options), options.quantile)

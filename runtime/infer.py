@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import queue
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,6 +25,7 @@ from auditor_rt.runtime.auditor import AuditResult, Auditor
 from auditor_rt.runtime.errors import ConfigError, ImageDecodeError
 from auditor_rt.runtime.explain import Explanation, attribution_methods
 from auditor_rt.runtime.imageio import decode_image
+from auditor_rt.runtime.runfolder import RecordWriter
 from auditor_rt.runtime.signals import stop_on_sigterm
 from auditor_rt.runtime.sources import Item
 from auditor_rt.runtime.visualize import contact_sheet, draw_caption, draw_regions, letterbox, overlay, write_rgb
@@ -121,34 +121,20 @@ class _Scored:
     infer_ms: float
 
 
-class _ImageWriter(threading.Thread):
+class _ImageWriter(RecordWriter):
     """Draws overlays and explanation maps, writes records in input order and keeps the contact sheet's
-    thumbnails, off the path from decoding to inference. The counts of the summary are its own until joined.
-    After a write error it keeps taking batches (and drops them), so that the caller never blocks; the run then
-    stops and raises that error."""
+    thumbnails, off the path from decoding to inference (see ``RecordWriter``). The counts of the summary are its
+    own until joined."""
 
     def __init__(self, folder: Path, summary: InferSummary, classifier: bool, save_overlays: bool,
                  keep_heatmaps: bool, append: bool, only_positive: bool = False):
-        super().__init__(name="writer", daemon=True)
-        self.folder, self.summary, self.classifier = folder, summary, classifier
+        super().__init__(folder, append, WRITE_QUEUE)
+        self.summary, self.classifier = summary, classifier
         self.save_overlays, self.keep_heatmaps, self.only_positive = save_overlays, keep_heatmaps, only_positive
-        self.handle = open(folder / "results.jsonl", "a" if append else "w")  # here: fails the run at once
-        self.batches: queue.Queue = queue.Queue(maxsize=WRITE_QUEUE)
-        self.failure: BaseException | None = None
         self.thumbs: list[np.ndarray] = []
         self.captions: list[str] = []
 
-    def run(self) -> None:
-        with self.handle:
-            while (batch := self.batches.get()) is not None:
-                if self.failure is not None:
-                    continue
-                try:
-                    self._write(batch)
-                except Exception as exc:  # noqa: BLE001 - kept, reported by the run, never lost silently
-                    self.failure = exc
-
-    def _write(self, batch: _Scored) -> None:
+    def handle_job(self, batch: _Scored) -> None:
         results = iter(batch.results)
         explanations = iter(batch.explanations)
         for decoded in batch.decoded:
@@ -157,8 +143,7 @@ class _ImageWriter(threading.Thread):
                           "error": decoded.error}
             else:
                 record = self._record(decoded, next(results), next(explanations, None), batch.infer_ms)
-            self.handle.write(json.dumps(record) + "\n")
-            self.handle.flush()
+            self.write_record(record)
             self.summary.records.append(record)
             self.summary.ok += record["status"] == "ok"
             self.summary.errors += record["status"] != "ok"
@@ -220,9 +205,9 @@ def run_inference(auditor: Auditor, items: Sequence[Item], folder: Path, save_ov
     try:
         with stop_on_sigterm(stop, interrupted):
             for batch in _decoded_batches(pool, items, start_index, auditor.batch_size, stop):
-                writer.batches.put(_score_batch(auditor, batch, explain, noise_seed=batch[0].index - start_index))
+                writer.jobs.put(_score_batch(auditor, batch, explain, noise_seed=batch[0].index - start_index))
                 if progress is not None:
-                    progress(len(batch), writer.batches.qsize())
+                    progress(len(batch), writer.jobs.qsize())
                 if writer.failure is not None:
                     stop.set()
     except KeyboardInterrupt:
@@ -231,7 +216,7 @@ def run_inference(auditor: Auditor, items: Sequence[Item], folder: Path, save_ov
     finally:
         stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
-        writer.batches.put(None)
+        writer.jobs.put(None)
         writer.join()
     summary.seconds = time.perf_counter() - start
     if writer.failure is not None:

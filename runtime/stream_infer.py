@@ -10,7 +10,6 @@ what was read is still scored and written, so the JSONL stays valid line by line
 from __future__ import annotations
 
 import json
-import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import numpy as np
 from auditor_rt.runtime.auditor import Auditor
 from auditor_rt.runtime.errors import ConfigError
 from auditor_rt.runtime.resume import ResumeState
+from auditor_rt.runtime.runfolder import RecordWriter
 from auditor_rt.runtime.signals import stop_on_sigterm
 from auditor_rt.runtime.streams import Frame, StreamOptions, VideoReader
 from auditor_rt.runtime.visualize import draw_caption, draw_regions, overlay, write_rgb
@@ -89,34 +89,22 @@ class _Job:
     show: bool = False
 
 
-class _Writer(threading.Thread):
-    """Writes records, overlay images and annotated videos in arrival order; the queue bounds what waits in
-    memory. The file is opened by the caller's thread, so that an unwritable run folder fails the run at once.
-    After a write error the writer keeps taking jobs (and drops them), so that the stages feeding it never block;
-    the run then stops and raises that error."""
+class _Writer(RecordWriter):
+    """Writes records, overlay images and annotated videos in arrival order (see ``RecordWriter``)."""
 
     def __init__(self, folder: Path, append: bool = False, fps_of: Callable[[str], float] = lambda source: 0.0):
-        super().__init__(name="writer", daemon=True)
-        self.folder, self.fps_of = folder, fps_of
-        self.handle = open(folder / "results.jsonl", "a" if append else "w")
-        self.jobs: queue.Queue = queue.Queue(maxsize=WRITE_QUEUE)
-        self.failure: BaseException | None = None
+        super().__init__(folder, append, WRITE_QUEUE)
+        self.fps_of = fps_of
         self.videos: dict[str, object] = {}
 
-    def run(self) -> None:
-        with self.handle:
-            while (job := self.jobs.get()) is not None:
-                if self.failure is not None:
-                    continue
-                try:
-                    if job.save_image or job.save_video or job.show:
-                        self._draw(job)
-                    self.handle.write(json.dumps(job.record) + "\n")
-                    self.handle.flush()
-                except Exception as exc:  # noqa: BLE001 - kept, reported by the run, never lost silently
-                    self.failure = exc
-            for video in self.videos.values():
-                video.release()
+    def handle_job(self, job: _Job) -> None:
+        if job.save_image or job.save_video or job.show:
+            self._draw(job)
+        self.write_record(job.record)
+
+    def finish(self) -> None:
+        for video in self.videos.values():
+            video.release()
 
     def _draw(self, job: _Job) -> None:
         began = time.perf_counter()

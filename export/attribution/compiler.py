@@ -54,7 +54,8 @@ class _FlattenedLinear(TorchFunctionMode):
 
 def compile_gradient(fn: Callable, *example: torch.Tensor) -> torch.fx.GraphModule:
     """``fn`` computes attributions with ``torch.func`` (grad/vjp); the result is the same computation with every
-    backward op written as forward ops (under ``eager_gradients()``: ``fn`` itself). Trace with a batch of at least 2: symbolic tracing specialises size-1 dims.
+    backward op written as forward ops (under ``eager_gradients()``: ``fn`` itself). Trace with a batch of at least
+    2: symbolic tracing specialises size-1 dims.
 
     ``functionalize`` first removes in-place updates of views (timm's ConvNeXt does them), which would otherwise
     leave ``as_strided`` scatters that ONNX cannot express.

@@ -30,6 +30,7 @@ from auditor_rt.runtime.serve.http import (IMAGE_TYPES, HttpError, check_declare
 from auditor_rt.runtime.serve.metrics import Metrics
 
 HEATMAP_FORMATS = ("png", "npy", "none", "ref")
+ROUTES = ("/v1/audit", "/v1/info", "/healthz", "/readyz", "/metrics")  # metric labels: these, heatmaps, "other"
 STORED_HEATMAPS = 512  # PNGs kept for GET /v1/heatmaps/{id}, oldest dropped first
 
 
@@ -131,8 +132,8 @@ class AuditApp:
             if exc.reason:
                 self.metrics.reject(exc.reason)
             await respond_json(send, exc.status, {"error": exc.message}, exc.headers)
-        self.metrics.request(path if path.startswith(("/v1/audit", "/v1/info", "/healthz", "/readyz", "/metrics"))
-                             else "/v1/heatmaps" if path.startswith("/v1/heatmaps/") else "other", status)
+        self.metrics.request(path if path in ROUTES else "/v1/heatmaps" if path.startswith("/v1/heatmaps/")
+                             else "other", status)
 
     async def _lifespan(self, receive, send) -> None:
         while True:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import signal
-import sys
 import time
 
 from auditor_rt.runtime.errors import ConfigError
@@ -48,10 +47,7 @@ def run_server(app: AuditApp, host: str, port: int, log=print) -> None:
     http = "httptools" if _has("httptools") else "h11"
     config = uvicorn.Config(app, host=host, port=port, loop=loop, http=http, lifespan="on", access_log=False,
                             log_level="warning", timeout_graceful_shutdown=app.settings.grace_s)
-    server = DrainingServer(config)
-    server.run()
-    if server.started is False:
-        sys.exit(1)
+    DrainingServer(config).run()  # a port it cannot bind ends the process (uvicorn exits 1 itself)
 
 
 def _has(module: str) -> bool:
