@@ -78,10 +78,9 @@ def ort_session_for(path: Path, threads: int, mem_pattern: bool = True):
     """The product's CPU session options: full optimisation, intra-op threads that sleep instead of spinning."""
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    from auditor_rt.runtime.runners.onnxruntime import session_options
+
+    opts = session_options(threads)
     opts.enable_mem_pattern = mem_pattern
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 

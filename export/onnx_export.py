@@ -17,7 +17,7 @@ import torch
 from auditor_rt.export.backbone import Normalize
 from auditor_rt.export.checkpoint import HEAD_NAME, Checkpoint
 from auditor_rt.export.graphs import AuditModule
-from auditor_rt.export.onnx_passes import step_masks_as_hard_sigmoid
+from auditor_rt.export.onnx_passes import optimize_for_onnxruntime
 from auditor_rt.export.parity import check_parity
 from auditor_rt.export.weights_store import share_initializers
 from auditor_rt.runtime.artifact import sha256_file
@@ -64,7 +64,7 @@ def export_graph(module: torch.nn.Module, path: Path, example: torch.Tensor | tu
             raise ExportError(f"torch.onnx.export failed for {type(module).__name__}: {exc}") from exc
     if optimize:
         model = onnx.load(str(path))
-        if step_masks_as_hard_sigmoid(model):
+        if any(optimize_for_onnxruntime(model).values()):
             onnx.save(model, str(path))
     return output_names
 

@@ -57,6 +57,24 @@ def resolve_providers(requested: Sequence[str] | str | None, available: Sequence
     return resolved
 
 
+def session_options(threads: int | None = None):
+    """The session options every auditor-rt session uses (the benchmarks too)."""
+    ort = _import_ort()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: its optimiser's notes (unused initialisers) are not the user's
+    # Idle worker threads sleep instead of spinning: same speed on a quiet machine, and far steadier latency
+    # when decode or other threads share the cores (benchmarks/forward.py measured 17-68% at batch 8).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # The default order let a gradient graph run a forward activation's backward mask late, so the residual
+    # convolutions could not add into that activation's buffer in place and copied it first: resnet50 saliency
+    # at batch 8 took 555 ms against 504 ms (ORT profiles, same graph). Forward graphs ran the same.
+    options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
+    if threads:
+        options.intra_op_num_threads = threads
+    return options
+
+
 class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
 
@@ -66,14 +84,7 @@ class OnnxRuntimeRunner(Runner):
         super().__init__(inputs, outputs)
         ort = _import_ort()
         self.providers = resolve_providers(providers, ort.get_available_providers())
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # errors only: its optimiser's notes (unused initialisers) are not the user's
-        # Idle worker threads sleep instead of spinning: same speed on a quiet machine, and far steadier latency
-        # when decode or other threads share the cores (benchmarks/forward.py measured 17-68% at batch 8).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if threads:
-            options.intra_op_num_threads = threads
+        options = session_options(threads)
         provider_args = [(p, self._provider_options(p, cache_dir, trt_fp16)) for p in self.providers]
         try:
             self.session = ort.InferenceSession(str(model_path), sess_options=options, providers=provider_args)
