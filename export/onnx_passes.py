@@ -230,8 +230,9 @@ def _is_plane_offset(index: GraphIndex, name: str, pooled_input: str) -> bool:
     if (pool is None or pool.op_type != "MaxPool" or pool.input[0] != pooled_input or len(pool.output) < 2
             or pool.output[1] != offset.input[0]):
         return False
-    if any(k != 1 for k in _attribute(pool, "kernel_shape", [])) or any(s != 1 for s in _attribute(pool, "strides", [])) \
-            or any(p != 0 for p in _attribute(pool, "pads", [])):
+    identity = (all(k == 1 for k in _attribute(pool, "kernel_shape", []))
+                and all(s == 1 for s in _attribute(pool, "strides", [])) and not any(_attribute(pool, "pads", [])))
+    if not identity:
         return False
     starts, ends = index.constant(offset.input[1]), index.constant(offset.input[2])
     axes = index.constant(offset.input[3]) if len(offset.input) > 3 and offset.input[3] else None

@@ -60,7 +60,8 @@ SCALE = (RNG.uniform(0.5, 2.0, 16) * RNG.choice([-1, 1], 16)).astype(np.float32)
 
 def scale_graph(op: str, consumer: str, channels: int = 16) -> onnx.ModelProto:
     """x -> op(x, s[1, C, 1, 1]) -> consumer, with shapes known (as the exporter writes them)."""
-    weights = {"Conv": RNG.standard_normal((8, channels, 3, 3)), "ConvTranspose": RNG.standard_normal((channels, 8, 3, 3)),
+    weights = {"Conv": RNG.standard_normal((8, channels, 3, 3)),
+               "ConvTranspose": RNG.standard_normal((channels, 8, 3, 3)),
                "Grouped": RNG.standard_normal((channels, 1, 3, 3))}
     nodes = [helper.make_node(op, ["x", "s"], ["scaled"])]
     initializers = [numpy_helper.from_array(SCALE[:channels].reshape(1, channels, 1, 1), "s")]
@@ -71,16 +72,15 @@ def scale_graph(op: str, consumer: str, channels: int = 16) -> onnx.ModelProto:
         stride = 2 if consumer == "ConvTranspose" else 1
         nodes.append(helper.make_node(kind, ["scaled", "w"], ["out"], kernel_shape=[3, 3], pads=[1, 1, 1, 1],
                                       strides=[stride, stride], **extra))
-    elif consumer == "Relu":
-        nodes.append(helper.make_node("Relu", ["scaled"], ["out"]))
-    else:  # two consumers: a Relu and the graph output itself
+    else:  # "Relu", or "shared": a Relu and the graph output itself
         nodes.append(helper.make_node("Relu", ["scaled"], ["out"]))
     outputs = [helper.make_tensor_value_info("out", TensorProto.FLOAT, [None] * 4)]
     if consumer == "shared":
         outputs.append(helper.make_tensor_value_info("scaled", TensorProto.FLOAT, [2, channels, 6, 6]))
-    graph = helper.make_graph(nodes, "scale", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, channels, 6, 6])],
+    shape = [2, channels, 6, 6]
+    graph = helper.make_graph(nodes, "scale", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
                               outputs, initializer=initializers,
-                              value_info=[helper.make_tensor_value_info("scaled", TensorProto.FLOAT, [2, channels, 6, 6])])
+                              value_info=[helper.make_tensor_value_info("scaled", TensorProto.FLOAT, shape)])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
 
 
