@@ -1,5 +1,7 @@
 import click
 
+from auditor_rt.cli.options import backend_options
+
 
 @click.command("serve")
 @click.argument("artifact", type=click.Path())
@@ -29,10 +31,7 @@ import click
               help="Threads that decode, resize and encode off the event loop.")
 @click.option("--simulate-model-ms", type=click.FloatRange(min=0), default=0.0, hidden=True,
               help="Add this to every model call (load tests of batching and the queue bound).")
-@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]), default="auto", show_default=True)
-@click.option("--providers", default="auto", show_default=True,
-              help="ORT execution providers, comma separated: auto, tensorrt, cuda, cpu.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads for ONNX Runtime.")
+@backend_options
 def command(artifact, host, port, token, max_batch, max_delay_ms, max_queue, max_wait_ms, timeout_ms, max_body_mb,
             max_pixels, grace_s, decode_workers, simulate_model_ms, backend, providers, threads):
     """Serve ARTIFACT over HTTP: POST /v1/audit with image bytes (or multipart with several) returns scores,
