@@ -202,12 +202,11 @@ def run_stream(auditor: Auditor, sources: Sequence[str], folder: Path, options: 
                               progress)
     except KeyboardInterrupt:
         summary.stopped_by = "interrupt"
-        stop.set()
-        _drain_events(readers, summary, writer, unscored)
     finally:
         stop.set()
         for reader in readers:
             reader.join(timeout=options.read_timeout + 1)
+        _drain_events(readers, summary, writer, unscored)  # the events the readers gave on their way out
         writer.jobs.put(None)
         writer.join()
     summary.seconds = time.perf_counter() - start

@@ -142,7 +142,8 @@ def _open_capture(target: str | int, options: StreamOptions):
 
 
 class VideoReader(threading.Thread):
-    """Reads one video source into a ``FrameBuffer`` until it ends, gives up, or ``stop`` is set."""
+    """Reads one video source into a ``FrameBuffer`` until it ends (an ``end`` event), gives up (``error``), or
+    ``stop`` is set (``stopped``)."""
 
     def __init__(self, source_id: str, options: StreamOptions, stop: threading.Event, skip_through: int = -1):
         """``skip_through``: for a video file, frames up to this index were scored by an earlier run (``--resume``);
@@ -217,13 +218,17 @@ class VideoReader(threading.Thread):
             if not self.buffer.put(item, self.stop_event):
                 break
         capture.release()
+        # The run stopped this source before it ended (--max-frames, --duration, an interrupt): say so, so that
+        # every run's record is the same whether or not the reader was ahead of the stop.
+        self._emit("stopped", f"the run stopped after {self.decoded} frames were read")
 
     def _reconnect(self, initial: bool = False):
         """Reopen with exponential backoff: the new capture (after a ``reconnect`` event), or None once the
-        attempts are spent (after an ``error`` event) or the run stops."""
+        attempts are spent (after an ``error`` event) or the run stops (after a ``stopped`` event)."""
         delay = self.options.reconnect_delay
         for attempt in range(1, self.options.reconnect_attempts + 1):
             if self.stop_event.wait(min(delay, MAX_BACKOFF_S)):
+                self._emit("stopped", f"the run stopped while reconnecting, after {self.decoded} frames were read")
                 return None
             delay *= 2
             capture = _open_capture(self.target, self.options)
