@@ -16,10 +16,10 @@ the identity shortcuts carried the plain layout from block to block. The passes,
   conv(x, W * s)``; ONNX Runtime folds the weight product once when it loads the session). A scale that feeds
   anything else becomes ``BatchNormalization(x, s, 0, 0, 1, epsilon=0)``, which computes ``x * s`` exactly and
   runs in the blocked layout. A division becomes a product with the reciprocal: within one rounding.
-- ``flat_max_pool_scatter``: the exporter computes max-pool indices per plane by subtracting each plane's offset,
-  found with a second, 1x1 max-pool over the whole input (ONNX indices count over N, C, H and W). The backward
-  scatter then works per plane. Scattering into the flattened tensor with the flat indices is the same sum and
-  needs neither the second pool nor the subtraction.
+- ``max_pool_offsets_from_range``: the exporter makes max-pool indices per plane by subtracting each plane's
+  offset (ONNX indices count over N, C, H and W), and finds those offsets with a second, 1x1 max-pool with indices
+  over the whole input. The offsets are ``Range(0, size, H * W)`` reshaped to [N, C, 1, 1]: the same values
+  without the second pool.
 - ``blocked_layout_after_conv_transpose``: ONNX Runtime has no blocked ``ConvTranspose``. An identity
   ``AveragePool`` (1x1 kernel, exact) after it brings its output back into the blocked layout, so that the sum and
   masks after it run blocked too instead of pulling the whole chain out again.

@@ -26,7 +26,7 @@ from auditor_rt.runtime.errors import ConfigError, ImageDecodeError
 from auditor_rt.runtime.explain import Explanation, attribution_methods
 from auditor_rt.runtime.imageio import decode_image
 from auditor_rt.runtime.runfolder import RecordWriter
-from auditor_rt.runtime.signals import stop_on_sigterm
+from auditor_rt.runtime.signals import stop_on_interrupt
 from auditor_rt.runtime.sources import Item
 from auditor_rt.runtime.visualize import contact_sheet, draw_caption, draw_regions, letterbox, overlay, write_rgb
 
@@ -203,16 +203,13 @@ def run_inference(auditor: Auditor, items: Sequence[Item], folder: Path, save_ov
         summary.stopped_by = summary.stopped_by or "interrupt"
 
     try:
-        with stop_on_sigterm(stop, interrupted):
+        with stop_on_interrupt(stop, interrupted):
             for batch in _decoded_batches(pool, items, start_index, auditor.batch_size, stop):
                 writer.jobs.put(_score_batch(auditor, batch, explain, noise_seed=batch[0].index - start_index))
                 if progress is not None:
                     progress(len(batch), writer.jobs.qsize())
                 if writer.failure is not None:
                     stop.set()
-    except KeyboardInterrupt:
-        summary.stopped_by = "interrupt"
-        stop.set()
     finally:
         stop.set()
         pool.shutdown(wait=True, cancel_futures=True)

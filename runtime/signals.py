@@ -1,5 +1,5 @@
-"""SIGTERM as a polite stop for long runs: it sets an event, like Ctrl-C does, so that what was read is still
-scored and written. Only the main thread can set signal handlers; elsewhere this does nothing."""
+"""Ctrl-C and SIGTERM as a polite stop for long runs: both set an event, so that what was read is still scored and
+written. Only the main thread can set signal handlers; elsewhere SIGTERM keeps its default."""
 
 from __future__ import annotations
 
@@ -10,18 +10,21 @@ from typing import Callable, Iterator
 
 
 @contextlib.contextmanager
-def stop_on_sigterm(stop: threading.Event, on_stop: Callable[[], None] = lambda: None) -> Iterator[None]:
-    """While inside, SIGTERM calls ``on_stop`` and sets ``stop``; the previous handler is restored on the way out."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+def stop_on_interrupt(stop: threading.Event, on_stop: Callable[[], None] = lambda: None) -> Iterator[None]:
+    """While inside, SIGTERM calls ``on_stop`` and sets ``stop``; a Ctrl-C (``KeyboardInterrupt``) in the body does
+    the same and ends the body. The previous SIGTERM handler is restored on the way out."""
 
     def handler(signum, frame):
         on_stop()
         stop.set()
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, handler) if main else None
     try:
         yield
+    except KeyboardInterrupt:
+        on_stop()
+        stop.set()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if main:
+            signal.signal(signal.SIGTERM, previous)

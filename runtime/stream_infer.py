@@ -3,7 +3,8 @@ on the calling thread, and a writer thread (JSONL records and overlays) behind a
 does not stall decoding and memory stays bounded on an endless stream.
 
 Every frame scored gives one ``ok`` record. Every disconnect, reconnect and end of a source gives an ``event``
-record, and a source that fails or gives up gives one ``error`` record. Ctrl-C or SIGTERM stops the readers, and
+record, as does a stop that cuts a source short (``stopped``), and a source that fails or gives up gives one
+``error`` record. Ctrl-C or SIGTERM stops the readers, and
 what was read is still scored and written, so the JSONL stays valid line by line.
 """
 
@@ -23,7 +24,7 @@ from auditor_rt.runtime.auditor import Auditor
 from auditor_rt.runtime.errors import ConfigError
 from auditor_rt.runtime.resume import ResumeState
 from auditor_rt.runtime.runfolder import RecordWriter
-from auditor_rt.runtime.signals import stop_on_sigterm
+from auditor_rt.runtime.signals import stop_on_interrupt
 from auditor_rt.runtime.streams import Frame, StreamOptions, VideoReader
 from auditor_rt.runtime.visualize import draw_caption, draw_regions, overlay, write_rgb
 
@@ -193,15 +194,14 @@ def run_stream(auditor: Auditor, sources: Sequence[str], folder: Path, options: 
     writer.start()
     for reader in readers:
         reader.start()
+
     def interrupted():
         summary.stopped_by = summary.stopped_by or "interrupt"
 
     try:
-        with stop_on_sigterm(stop, interrupted):
+        with stop_on_interrupt(stop, interrupted):
             _score_until_done(auditor, readers, writer, summary, save, stop, start, max_frames, duration, unscored,
                               progress)
-    except KeyboardInterrupt:
-        summary.stopped_by = "interrupt"
     finally:
         stop.set()
         for reader in readers:
