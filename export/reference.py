@@ -26,6 +26,8 @@ from auditor_rt.runtime.errors import ArtifactError
 
 # Informational parameters that the manifest records beside the constructor's own.
 _NOT_CONSTRUCTOR_PARAMS = {"ig": {"rule"}, "smoothgrad": {"noise"}}
+# Training decodes every image to RGB (export/data/loader.py); a checkpoint config may say otherwise in "color".
+TRAINED_COLOR = "RGB"
 
 
 @dataclass
@@ -113,6 +115,8 @@ def _risk_head(artifact: Artifact, checkpoint: str | Path | None, findings: list
         if value is not None and key in trained.config and _differs(trained.config[key], value):
             findings.append(f"{key}: the manifest says {value}, the checkpoint {folder / CONFIG_NAME} says "
                             f"{trained.config[key]}")
+    _check_color(document, trained.config.get("color", TRAINED_COLOR), f"the checkpoint {folder / CONFIG_NAME}",
+                 findings)
     weights = model.get("weights", {})
     source = str(folder / weights["file"]) if weights.get("file") else weights.get("source", RANDOM)
     if source == RANDOM or not Path(source).is_file():
@@ -141,10 +145,21 @@ def _classifier(artifact: Artifact, findings: list[str]):
                             "rebuilds the model from them (an artifact exported with random weights cannot be "
                             "verified: they were not saved)")
     _check_file(Path(source), weights.get("sha256"), "classifier weights", findings)
+    _check_color(document, TRAINED_COLOR, f"timm's {model['backbone']} (timm models take RGB)", findings)
     network, _ = create_classifier(model["backbone"], source, model.get("num_classes"))
     pre = document["preprocess"]
     module = ClassifierModule(Normalize(pre["mean"], pre["std"]), network, tuple(pre["input_size"]))
     return module.eval().requires_grad_(False), f"{model['backbone']} classifier from {source}"
+
+
+def _check_color(document: dict, trained: str, source: str, findings: list[str]) -> None:
+    """The colour order the manifest tells clients to send must be the one the model learned: a BGR manifest over
+    an RGB model swaps red and blue in every production input, and no tensor comparison can see it (the graph
+    and the reference would both get the swapped images)."""
+    stated = document.get("preprocess", {}).get("color", TRAINED_COLOR)
+    if str(stated).upper() != str(trained).upper():
+        findings.append(f"colour order: the manifest says {stated}, but {source} was trained on {trained}; clients "
+                        f"following the manifest would swap the channels (re-export, or fix preprocess.color)")
 
 
 def _differs(a, b) -> bool:

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from auditor_rt.export.parity import run_in_chunks, torch_outputs
+from auditor_rt.export.parity import torch_outputs
 from auditor_rt.export.reference import ReferenceModel, build_reference
 from auditor_rt.runtime.artifact import Artifact
-from auditor_rt.runtime.compare import PRECISION_DEFAULTS, Comparison, Tolerance, compare_output
+from auditor_rt.runtime.compare import JITTER, PRECISION_DEFAULTS, Comparison, Tolerance, compare_output
 from auditor_rt.runtime.errors import ArtifactError, BackendUnavailableError, ConfigError, ImageDecodeError
 from auditor_rt.runtime.explain import expansion
 from auditor_rt.export.integrity import Finding, integrity_findings
@@ -27,6 +27,8 @@ from auditor_rt.runtime.imageio import decode_image, is_image_path, resize_image
 
 BACKENDS = ("onnxruntime", "tensorrt")
 EDGE_INPUTS = ("black", "white", "saturated")
+QUICK_IMAGES = 2  # real images in a --quick run
+QUICK_EXPANDED = 3  # inputs for IG and SmoothGrad in a --quick run: their steps are fixed in the graph
 SATURATED = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [0, 255, 255], [255, 0, 255]], np.uint8)
 
 
@@ -46,6 +48,10 @@ class VerifyOptions:
     checkpoint: Path | None = None
     providers: object = "auto"
     threads: int | None = None
+    quick: bool = False  # fewer inputs everywhere, and fewer still for the graphs that run many images per input
+
+    def for_quick_run(self) -> "VerifyOptions":
+        return replace(self, max_images=min(self.max_images, QUICK_IMAGES), random=min(self.random, 1))
 
 
 @dataclass
@@ -165,6 +171,8 @@ def tolerance_for(graph: str, output: str, options: VerifyOptions) -> Tolerance:
 
 def verify_artifact(folder: str | Path, options: VerifyOptions | None = None, log=lambda message: None) -> VerifyReport:
     options = options or VerifyOptions()
+    if options.quick:
+        options = options.for_quick_run()
     if options.precision not in PRECISION_DEFAULTS:
         raise ConfigError(f"--precision {options.precision!r}: choose {' or '.join(PRECISION_DEFAULTS)}")
     start = time.perf_counter()
@@ -174,7 +182,7 @@ def verify_artifact(folder: str | Path, options: VerifyOptions | None = None, lo
         artifact.graph(name)  # an unknown graph name fails here, with the known ones listed
     _check_tolerance_names(options, artifact, graphs)
     integrity = integrity_findings(artifact, graphs)
-    log("rebuilding the PyTorch reference from the manifest")
+    log(f"rebuilding the PyTorch reference of {len(graphs)} graph(s) from the manifest")
     reference = build_reference(artifact, options.checkpoint, graphs)
     integrity += [Finding("reference files", False, finding) for finding in reference.findings]
     integrity += [Finding("reference files", True, f"not checked: {note}") for note in reference.notes]
@@ -182,8 +190,9 @@ def verify_artifact(folder: str | Path, options: VerifyOptions | None = None, lo
     report = VerifyReport(str(artifact.folder), reference.description, labels, images, integrity)
     report.integrity += [Finding("input image", True, f"skipped: {note}") for note in notes]
     targets = _reference_targets(artifact, reference, images, options)
-    for name in graphs:
-        _verify_graph(report, artifact, reference, name, images, targets, options, log)
+    for number, name in enumerate(graphs, 1):
+        _verify_graph(report, artifact, reference, name, images, targets, options,
+                      lambda message: log(f"[{number}/{len(graphs)}] {name}: {message}"))
     report.seconds = time.perf_counter() - start
     return report
 
@@ -209,12 +218,20 @@ def _reference_targets(artifact, reference: ReferenceModel, images, options) -> 
 def _verify_graph(report: VerifyReport, artifact: Artifact, reference: ReferenceModel, name: str, images, targets,
                   options: VerifyOptions, log) -> None:
     entry = artifact.graph(name)
+    labels = report.inputs
+    if options.quick and expansion(entry) > 1:
+        keep = list(range(min(QUICK_EXPANDED, len(labels))))  # the kinds are interleaved: real, random, edge
+        images, labels = images[keep], [labels[i] for i in keep]
+        targets = None if targets is None else targets[keep]
     feed = graph_feed(entry, images, options.seed, targets)
     fp32, fp64 = reference.modules[name]
     step = max(1, options.batch // expansion(entry))  # IG and SmoothGrad run many images per input image
-    log(f"{name}: PyTorch FP64 and FP32 references on {len(images)} inputs")
-    expected = torch_outputs(fp64, feed, step, torch.float64)
-    floor = torch_outputs(fp32, feed, step, torch.float32)
+    expected = _timed_outputs(fp64, feed, step, torch.float64, "PyTorch FP64 reference", log)
+    floor = _timed_outputs(fp32, feed, step, torch.float32, "PyTorch FP32 noise floor", log)
+    jittered = None
+    if entry.kind != "classify":  # maps: is each input's reference well-conditioned?
+        jittered = _timed_outputs(fp64, jittered_feed(feed, options.seed), step, torch.float64,
+                                  f"FP64 reference under a {JITTER:g} jitter", log)
     path = artifact.folder / entry.file  # as it is on disk: a digest mismatch is reported, and compared anyway
     for backend in options.backends:
         if backend in report.unavailable:
@@ -226,18 +243,44 @@ def _verify_graph(report: VerifyReport, artifact: Artifact, reference: Reference
                 raise
             report.unavailable[backend] = str(exc)
             continue
-        log(f"{name}: {backend} ({', '.join(getattr(runner, 'active_providers', []))})")
         with runner:
-            actual = run_in_chunks(runner.infer, feed, step)
+            actual = _timed_outputs(runner.infer, feed, step, None,
+                                    f"{backend} ({', '.join(getattr(runner, 'active_providers', []))})", log)
         for output in (spec.name for spec in entry.outputs):
             comparison = compare_output(backend, name, output, actual[output], expected[output], floor.get(output),
-                                        tolerance_for(name, output, options), options.quantile)
+                                        tolerance_for(name, output, options), options.quantile,
+                                        None if jittered is None else jittered.get(output), labels)
             report.comparisons.append(comparison)
             if comparison.kind == "map" and output in _shown_maps(entry):
                 report.maps[(backend, name, output)] = {"reference": expected[output], "actual": actual[output]}
         if entry.kind == "audit" and artifact.manifest.threshold is not None:
             report.comparisons.append(decision_check(backend, name, actual["score"], expected["score"],
-                                                     artifact.manifest.threshold, report.inputs))
+                                                     artifact.manifest.threshold, labels))
+
+
+def jittered_feed(feed: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
+    """The images moved by +-``JITTER`` of the pixel range (as floats: the reference casts them like uint8 ones),
+    every other input as it was."""
+    rng = np.random.default_rng(seed + 2)
+    image = feed["image"]
+    signs = rng.choice(np.array([-1.0, 1.0]), size=image.shape)
+    return {**feed, "image": image.astype(np.float64) + signs * JITTER * 255.0}
+
+
+def _timed_outputs(call, feed: dict[str, np.ndarray], step: int, dtype, what: str, log) -> dict[str, np.ndarray]:
+    """Outputs in chunks of ``step`` inputs, with a progress line per chunk once a stage takes more than a moment:
+    the inputs done, the time so far and the time left at the rate so far."""
+    total = len(feed["image"])
+    parts: list[dict[str, np.ndarray]] = []
+    start = time.perf_counter()
+    for begin in range(0, total, step):
+        chunk = {key: value[begin:begin + step] for key, value in feed.items()}
+        parts.append(torch_outputs(call, chunk, step, dtype) if dtype is not None else call(chunk))
+        done, elapsed = min(total, begin + step), time.perf_counter() - start
+        if done < total and elapsed > 2.0:
+            log(f"{what}: {done}/{total} inputs, {elapsed:.0f} s, about {elapsed / done * (total - done):.0f} s left")
+    log(f"{what}: {total} inputs in {time.perf_counter() - start:.1f} s")
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
 
 def _shown_maps(entry) -> set[str]:

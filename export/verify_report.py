@@ -71,6 +71,11 @@ def _worst_rows(report: VerifyReport) -> list[str]:
     return sections
 
 
+def _ill(comparison) -> list[str]:
+    return [f"ill-conditioned input {label}: {why} (judged against its own floor only)"
+            for label, why in comparison.ill_conditioned.items()]
+
+
 def _number(value) -> str:
     if value is None:
         return "–"
@@ -88,7 +93,7 @@ def render_html(report: VerifyReport) -> str:
             f"<td>{_number(c.scaled_error)}</td><td>{_number(c.allowed)}</td><td>{_number(c.floor)}</td>"
             f"<td>{_number(c.max_abs)}</td><td>{_number(c.max_rel)}</td><td>{_number(c.cosine)}</td>"
             f"<td>{_number(c.spearman)}</td><td>{_number(c.iou)}</td><td>{_number(c.dependence)}</td>"
-            f"<td>{html.escape('; '.join(c.reasons + c.notes))}</td></tr>")
+            f"<td>{html.escape('; '.join(c.reasons + c.notes + _ill(c)))}</td></tr>")
     checks = "".join(f'<li class="{"pass" if f.ok else "fail"}">{"ok" if f.ok else "FAIL"} {html.escape(f.check)}'
                      f"{': ' + html.escape(f.detail) if f.detail else ''}</li>" for f in report.integrity)
     unavailable = "".join(f"<li>{html.escape(b)}: {html.escape(why)}</li>" for b, why in report.unavailable.items())
@@ -105,8 +110,12 @@ tr.fail td {{ background: #fdd; }} li.fail {{ color: #b00; }}
 <p>Artifact <code>{html.escape(report.artifact)}</code>; reference: {html.escape(report.reference)};
 {len(report.inputs)} inputs ({html.escape(', '.join(report.inputs))}); {report.seconds:.1f} s.</p>
 <h2>Outputs</h2>
-<p>Errors of maps are per image, relative to the reference map's max |value|; "floor" is PyTorch FP32's own error
-against the FP64 reference, and the allowed error is the tolerance or twice the floor.</p>
+<p>Every figure is judged per input. Errors of maps are relative to that input's reference map's max |value|;
+"floor" is PyTorch FP32's own error against the FP64 reference on that input, and the allowed error is the
+tolerance or twice that floor; the row shows the input farthest past its allowance. An input whose FP64 reference is
+ill-conditioned (PyTorch FP32 has cosine &lt; 0.99 against it, or it moves by more than the tolerance under a 1e-6
+input jitter) is named in the last column and judged against its own floor only; input dependence is judged on the
+other inputs. "max rel" looks only at cells whose |reference| is at least 1e-3 of the map's scale.</p>
 <table id="verdicts"><tr><th>verdict</th><th>backend</th><th>output</th><th>kind</th><th>error / scale</th>
 <th>allowed</th><th>floor</th><th>max abs</th><th>max rel</th><th>cosine</th><th>Spearman</th><th>top-10% IoU</th>
 <th>input dependence</th><th>why</th></tr>
