@@ -10,10 +10,15 @@ import cv2
 import numpy as np
 
 from auditor_rt.runtime.errors import ImageDecodeError, ImageTooLargeError
-from auditor_rt.runtime.image_headers import JPEG_SCAN_LIMIT, declared_size
+from auditor_rt.runtime.image_headers import declared_size, sniff_format
 from auditor_rt.runtime.imageio_limits import DEFAULT_MAX_PIXELS
+from auditor_rt.runtime.quiet_decoders import quiet_decoders
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+# The extensions of the formats OpenCV decodes. Only ``is_image_path`` (training data, verify's image folders) uses
+# them: sources and the decoder look at a file's first bytes instead, so a misnamed or unusual file is not lost.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".webp", ".tif", ".tiff", ".gif", ".pbm",
+                    ".pgm", ".ppm", ".pnm", ".pxm", ".pam", ".pfm", ".jp2", ".j2k", ".jpc", ".jpf", ".jpx", ".hdr",
+                    ".pic", ".sr", ".ras", ".avif")
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray]
 
@@ -22,7 +27,9 @@ def decode_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> n
     """Decode a path, an encoded buffer or an array to an RGB uint8 HxWx3 image.
 
     EXIF orientation is applied, grayscale is replicated, alpha is dropped and 16-bit data is scaled to 8 bits, so
-    every source reaches the model in the same form. Raises ``ImageDecodeError`` naming the source and the cause.
+    every source reaches the model in the same form. Raises ``ImageDecodeError`` (``ImageTooLargeError`` past
+    ``max_pixels``) naming the source and the cause in the user's terms, never OpenCV's internals; the codecs' own
+    warnings are kept off the terminal (``quiet_decoders``).
     """
     if isinstance(source, np.ndarray):
         return _as_rgb_array(source, "array")
@@ -37,20 +44,62 @@ def decode_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> n
         data = np.frombuffer(source, dtype=np.uint8)
     if data.size == 0:
         raise ImageDecodeError(f"{name}: the file is empty (0 bytes)")
-    declared = declared_size(data[:JPEG_SCAN_LIMIT].tobytes())
+    head = data[:16].tobytes()
+    kind = sniff_format(head)  # only names the format: OpenCV, not this, decides what it decodes
+    declared = declared_size(data) if kind else None
     if declared is not None and declared[0] * declared[1] > max_pixels:
         raise ImageTooLargeError(f"{name}: {declared[0]}x{declared[1]} is over the limit of {max_pixels} pixels "
-                               "(refused before decoding)")
+                                 f"(declared by its {kind} header; refused before decoding)")
     try:
-        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    except cv2.error as exc:  # OpenCV raises for images past its own pixel limit
-        raise ImageDecodeError(f"{name}: OpenCV refused to decode it ({_last_line(exc)})") from None
+        with quiet_decoders():
+            bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):  # OpenCV's own limit, for formats whose header we do not read
+            raise ImageTooLargeError(f"{name}: the {kind or 'image'} is over OpenCV's limit of "
+                                     f"{_opencv_pixel_limit()} pixels (refused before decoding; the limit is "
+                                     "OPENCV_IO_MAX_IMAGE_PIXELS)") from None
+        bgr = None  # any other failure reads as unreadable: OpenCV's text names its source files, not the cause
     if bgr is None:
-        raise ImageDecodeError(f"{name}: not a readable image (corrupt, truncated or an unsupported format)")
+        if kind is None:
+            raise ImageDecodeError(f"{name}: not a readable image: {unsupported_reason(name, head)}")
+        raise ImageDecodeError(f"{name}: not a readable image (a corrupt or truncated {kind} file, or a {kind} "
+                               "variant that OpenCV does not decode)")
     height, width = bgr.shape[:2]
     if height * width > max_pixels:
         raise ImageTooLargeError(f"{name}: {width}x{height} is over the limit of {max_pixels} pixels")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def undecodable_reason(path: Union[str, os.PathLike]) -> str | None:
+    """None when one of OpenCV's decoders claims the file by its signature (``cv2.haveImageReader`` reads the first
+    bytes only), else why the file cannot be audited. The answer follows the OpenCV build, so a format it gains
+    (GIF came in 4.11) is audited without a code change here."""
+    with quiet_decoders():
+        if cv2.haveImageReader(str(path)):
+            return None
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(16)
+    except OSError as exc:
+        return f"cannot read the file ({exc.strerror or exc})"
+    if not head:
+        return "the file is empty (0 bytes)"
+    return unsupported_reason(str(path), head)
+
+
+def unsupported_reason(name: str, head: bytes) -> str:
+    """'unsupported format (.xyz)', with what the file is when that is known (a video, a format OpenCV lacks)."""
+    from auditor_rt.runtime.streams import VIDEO_SUFFIXES
+
+    suffix = Path(name).suffix.lower() if name != "buffer" else ""
+    kind = sniff_format(head)
+    label = f"unsupported format ({suffix or 'no extension'})" if name != "buffer" else "unsupported format"
+    if kind is not None:
+        return f"{label}: a {kind} file, which this OpenCV build does not decode"
+    if suffix in VIDEO_SUFFIXES:
+        return f"{label}: a video; name it as a source of its own to score its frames"
+    return f"{label}: the content is not in a format that OpenCV decodes (JPEG, PNG, GIF, BMP, TIFF, WebP, PNM, " \
+           "JPEG 2000, ...)"
 
 
 def _as_rgb_array(image: np.ndarray, name: str) -> np.ndarray:
@@ -97,7 +146,5 @@ def is_image_path(path: Union[str, os.PathLike]) -> bool:
     return str(path).lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _last_line(exc: Exception) -> str:
-    """OpenCV's messages end with the useful line; the ones before it are source locations."""
-    text = str(exc).strip().splitlines()
-    return text[-1].strip() if text else type(exc).__name__
+def _opencv_pixel_limit() -> str:
+    return os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", "1073741824")  # OpenCV's default is 2**30

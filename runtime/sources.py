@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from auditor_rt.runtime.imageio import is_image_path
+from auditor_rt.runtime.imageio import undecodable_reason
 
 
 @dataclass(frozen=True)
@@ -46,30 +46,55 @@ def expand_list_files(arguments: Iterable[str]) -> list[str]:
     return expanded
 
 
-def _folder_images(folder: Path, recursive: bool) -> list[Path]:
+# Skipped on purpose, and only these: hidden files and folders (names starting with "."), which are tool state (.git,
+# .DS_Store, macOS's ._ resource forks, .ipynb_checkpoints) rather than data; and the thumbnail caches and folder
+# settings that Windows and macOS drop into image folders. Everything else a folder or glob lists gets a record.
+SYSTEM_JUNK = frozenset({"thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini", "icon\r", "__macosx"})
+
+
+def is_skipped(path: Path, root: Path | None = None) -> bool:
+    """A hidden file, a file inside a hidden folder below ``root``, or OS junk (see ``SYSTEM_JUNK``)."""
+    parts = path.relative_to(root).parts if root is not None else (path.name,)
+    return any(part.startswith(".") or part.lower() in SYSTEM_JUNK for part in parts)
+
+
+def _item(path: str) -> Item:
+    """An audit item for a file OpenCV can decode, else an error item saying why (unsupported format, empty)."""
+    return Item(path, undecodable_reason(path))
+
+
+def _folder_files(folder: Path, recursive: bool) -> tuple[list[Path], int]:
+    """The files to audit, sorted, and how many were skipped on purpose."""
     pattern = "**/*" if recursive else "*"
-    return sorted(p for p in folder.glob(pattern) if p.is_file() and is_image_path(p))
+    files = [p for p in folder.glob(pattern) if p.is_file()]
+    kept = sorted(p for p in files if not is_skipped(p, folder))
+    return kept, len(files) - len(kept)
 
 
 def expand_sources(arguments: Iterable[str], recursive: bool = False) -> list[Item]:
+    """One item per file that a folder or glob lists (an error item for each one that is not a decodable image,
+    e.g. 'unsupported format (.xyz)'), one per named file (the decoder judges it), and one error item per argument
+    that names nothing usable. Hidden files and OS junk are the only files skipped (``is_skipped``)."""
     items: list[Item] = []
     for argument in arguments:
         argument = os.path.expanduser(argument)
         path = Path(argument)
         if path.is_dir():
-            found = _folder_images(path, recursive)
-            items.extend(Item(str(p)) for p in found)
+            found, skipped = _folder_files(path, recursive)
+            items.extend(_item(str(p)) for p in found)
             if not found:
-                hint = "" if recursive else " (use --recursive to look in subfolders)"
-                items.append(Item(argument, f"folder has no images{hint}"))
+                notes = [f"{skipped} hidden or system file(s) skipped"] if skipped else []
+                notes += [] if recursive else ["use --recursive to look in subfolders"]
+                note = f" ({'; '.join(notes)})" if notes else ""
+                items.append(Item(argument, f"folder has no files to audit{note}"))
         elif path.is_file():
             items.append(Item(argument))
         elif glob.has_magic(argument):
             matches = sorted(p for p in glob.glob(argument, recursive=True)
-                             if os.path.isfile(p) and is_image_path(p))
-            items.extend(Item(p) for p in matches)
+                             if os.path.isfile(p) and Path(p).name.lower() not in SYSTEM_JUNK)
+            items.extend(_item(p) for p in matches)
             if not matches:
-                items.append(Item(argument, "glob matched no image files"))
+                items.append(Item(argument, "glob matched no files"))
         else:
             items.append(Item(argument, "no such file or folder"))
     return items

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 
 import numpy as np
 import pytest
@@ -237,11 +238,46 @@ def test_load_for_model_decodes_and_resizes(tmp_path, rgb_array):
 
 
 @pytest.mark.parametrize("name, expected", [
-    ("a.jpg", True), ("A.JPEG", True), ("b.Png", True), ("c.tiff", True), ("d.webp", True),
-    ("e.txt", False), ("f.jpg.txt", False), ("noext", False),
+    ("a.jpg", True), ("A.JPEG", True), ("b.Png", True), ("c.tiff", True), ("d.webp", True), ("g.GIF", True),
+    ("h.ppm", True), ("i.jp2", True), ("e.txt", False), ("f.jpg.txt", False), ("noext", False), ("v.mp4", False),
 ])
 def test_is_image_path(name, expected):
     assert is_image_path(name) is expected
+
+
+@pytest.mark.parametrize("fmt, params", [("GIF", {}), ("TIFF", {}), ("TIFF", {"compression": "tiff_lzw"}),
+                                         ("PPM", {}), ("JPEG2000", {}), ("JPEG2000", {"no_jp2": True}),
+                                         ("BMP", {})])
+def test_header_sizes_of_the_other_formats(fmt, params):
+    from auditor_rt.runtime.image_headers import declared_size
+
+    data = encode(Image.fromarray(np.zeros((37, 53, 3), np.uint8)), fmt, **params)
+    assert declared_size(data) == (53, 37)
+    assert decode_image(data).shape == (37, 53, 3)  # and OpenCV agrees that it reads these
+
+
+def test_big_endian_tiff_and_pnm_comments():
+    from auditor_rt.runtime.image_headers import declared_size, sniff_format
+
+    little = encode(Image.fromarray(np.zeros((7, 9), np.uint8)), "TIFF")
+    assert little[:2] == b"II" and declared_size(little) == (9, 7)
+    big = b"MM\x00*" + struct.pack(">I", 8) + struct.pack(">H", 2) + struct.pack(">HHIHH", 256, 3, 1, 9, 0) \
+        + struct.pack(">HHII", 257, 4, 1, 7)  # a big-endian directory: SHORT width, LONG height
+    assert declared_size(big) == (9, 7)
+    pnm = b"P6\n# a comment 99 99\n11 5\n255\n" + bytes(11 * 5 * 3)
+    assert sniff_format(pnm) == "PNM" and declared_size(pnm) == (11, 5)
+    assert decode_image(pnm).shape == (5, 11, 3)
+    assert sniff_format(b"PF\n3 2\n-1\n") == "PFM" and sniff_format(b"P") is None and sniff_format(b"") is None
+
+
+@pytest.mark.parametrize("fmt, name", [("PNG", "PNG"), ("JPEG", "JPEG"), ("GIF", "GIF"), ("BMP", "BMP"),
+                                       ("TIFF", "TIFF"), ("WEBP", "WebP"), ("JPEG2000", "JPEG 2000"),
+                                       ("PPM", "PNM")])
+def test_sniffing_names_the_format_from_its_magic_bytes(fmt, name):
+    from auditor_rt.runtime.image_headers import sniff_format
+
+    assert sniff_format(encode(Image.fromarray(np.zeros((4, 4, 3), np.uint8)), fmt)) == name
+    assert sniff_format(b"hello world, not an image") is None
 
 
 @pytest.mark.parametrize("fmt, params", [("PNG", {}), ("JPEG", {"exif": b"Exif\x00\x00" + b"\x00" * 64}),
@@ -261,7 +297,7 @@ def test_a_decompression_bomb_is_refused_from_its_header_whatever_the_import_ord
     import sys
 
     bomb = bomb_png
-    with pytest.raises(ImageDecodeError, match=r"20000x20000 is over the limit .*\(refused before decoding\)"):
+    with pytest.raises(ImageDecodeError, match=r"20000x20000 is over the limit .*PNG header; refused before decoding"):
         decode_image(bomb)
     # cv2 first: OpenCV's own limit is then its default (1 G pixels). The peak is VmHWM, which exec resets
     # (ru_maxrss would carry the pytest parent's peak into the child).
