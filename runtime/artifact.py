@@ -7,6 +7,7 @@ from pathlib import Path
 
 from auditor_rt.runtime.errors import ArtifactError, DigestMismatchError
 from auditor_rt.runtime.manifest import MANIFEST_NAME, GraphEntry, Manifest
+from auditor_rt.runtime.onnx_external import check_external_data
 
 
 def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
@@ -45,15 +46,18 @@ class Artifact:
             raise ArtifactError(f"{self.folder}: no graph named {name!r} (the artifact has: {known})") from None
 
     def graph_path(self, name: str) -> Path:
-        """The graph's file, after its digest and those of the shared data files it reads have matched."""
+        """The graph's file, after its digest and those of the shared data files it reads have matched, and after
+        every external-data location inside it has been checked to be a file in this folder (``onnx_external``):
+        all before any session opens it, whichever ONNX Runtime version would open it."""
         entry = self.graph(name)
-        path = self.folder / entry.file
+        path = self._inside(entry.file, f"graph {name!r}")
         for data_file, digest in self.manifest.document.get("data_files", {}).items():
             if data_file not in self._verified:
-                self._check_digest(self.folder / data_file, digest)
+                self._check_digest(self._inside(data_file, "data file"), digest)
                 self._verified.add(data_file)
         if name not in self._verified:
             self._check_digest(path, entry.sha256)
+            check_external_data(path, self.folder)
             self._verified.add(name)
         return path
 
@@ -62,6 +66,14 @@ class Artifact:
         for name in self.manifest.graphs:
             self.graph_path(name)
         return {name: "ok" for name in self.manifest.graphs}
+
+    def _inside(self, name: str, what: str) -> Path:
+        """A file the manifest names, refused when the name leaves the folder (absolute, '..', a symlink out)."""
+        path = self.folder / name
+        if Path(name).is_absolute() or not path.resolve().is_relative_to(self.folder.resolve()):
+            raise ArtifactError(f"{self.folder}: the manifest's {what} {name!r} is outside the artifact folder; "
+                                "an artifact may only name files inside it. Re-export it")
+        return path
 
     @staticmethod
     def _check_digest(path: Path, expected: str) -> None:
