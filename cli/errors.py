@@ -34,8 +34,10 @@ def handle_errors():
         raise CliError(str(exc), exc.exit_code) from None
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] in EXPORT_MODULES:
-            raise CliError(f"this command needs {exc.name}, which the runtime-only install lacks: "
-                           "pip install 'auditor-rt[export]'") from None
+            from auditor_rt.export.versions import INSTALL_HINT
+
+            raise CliError(f"this command needs {exc.name}, which the runtime-only install lacks; {INSTALL_HINT}") \
+                from None
         raise
     except OSError as exc:  # a file where a folder should be, a read-only disk, a missing parent...
         where = f"{exc.filename}: " if exc.filename else ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 
 import click
@@ -31,6 +32,15 @@ class LazyGroup(click.Group):
         if module is None:
             return None
         return importlib.import_module(module).command
+
+    def resolve_command(self, ctx, args):
+        """click says only "No such command"; a near miss (``expor``) also gets the command it probably meant."""
+        name = click.utils.make_str(args[0]) if args else ""
+        if args and name not in COMMANDS and not ctx.resilient_parsing and not name.startswith("-"):
+            close = difflib.get_close_matches(name, sorted(COMMANDS), n=1, cutoff=0.6)
+            hint = f" Did you mean {close[0]!r}?" if close else f" Commands: {', '.join(sorted(COMMANDS))}."
+            ctx.fail(f"No such command {name!r}.{hint}")
+        return super().resolve_command(ctx, args)
 
     def invoke(self, ctx):
         with handle_errors():

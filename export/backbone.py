@@ -79,9 +79,15 @@ class FeatureExtractor(nn.Module):
 def create_backbone(name: str, weights: str | None = AUTO) -> tuple[nn.Module, WeightsInfo]:
     """Create a timm model without its classifier, with weights from a file, the HF cache, or random.
 
-    ``weights`` is a path, ``"auto"`` (the HF cache if it holds this model, else random) or ``"random"``.
+    ``weights`` is a path, ``"auto"`` (the HF cache if it holds this model, else random) or ``"random"``. Every
+    path that rebuilds a model comes here (train, export, verify's reference), so the supported torch is checked
+    here too, not only where a command starts.
     """
     import timm
+
+    from auditor_rt.export.versions import require_export_versions
+
+    require_export_versions()
 
     try:
         model = timm.create_model(name, pretrained=False, num_classes=0)

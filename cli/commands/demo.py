@@ -23,14 +23,20 @@ def command(out, artifact, backbone, weights, n_train, n_test, epochs, input_siz
     well the heatmaps point at the hazards."""
     from pathlib import Path
 
+    from auditor_rt.export.versions import require_export_versions
+
+    require_export_versions()  # before torch is imported: an unsupported one fails in one line, not in a traceback
+    from auditor_rt.cli.outputs import output_folder
     from auditor_rt.export.demo_run import run_demo
     from auditor_rt.export.train import TrainConfig
     from auditor_rt.runtime.runfolder import next_run_folder
 
-    folder = next_run_folder(out)
     cfg = TrainConfig(data="", backbone=backbone, weights=weights, epochs=epochs, input_size=input_size, seed=seed,
                       workers=workers)
-    result = run_demo(folder, Path(artifact), cfg, n_train, n_test, log=click.echo, pretrain_epochs=pretrain_epochs)
+    with output_folder(out), output_folder(artifact):  # a failed demo leaves neither its run nor its artifact
+        folder = next_run_folder(out)
+        result = run_demo(folder, Path(artifact), cfg, n_train, n_test, log=click.echo,
+                          pretrain_epochs=pretrain_epochs)
     s = result.summary
     val, test = s["val"], s["test"]
     random_note = (" (RANDOM backbone weights)" if s["random_backbone"] else

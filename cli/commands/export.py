@@ -36,6 +36,10 @@ def command(checkpoint, out, name, opset, check, attributions, ig_steps, ig_base
             classifier, weights, num_classes, input_size, cam_stage):
     """Export a trained CHECKPOINT folder (or, with --classifier, a plain timm classifier) to an artifact: the
     audit (or classify) graph, attribution graphs, weights.bin and manifest.json."""
+    from auditor_rt.export.versions import require_export_versions
+
+    require_export_versions()  # before torch is imported: an unsupported one fails in one line, not in a traceback
+    from auditor_rt.cli.outputs import output_folder
     from auditor_rt.cli.reporting import print_export
     from auditor_rt.export.checkpoint import load_checkpoint
     from auditor_rt.export.onnx_export import export_artifact
@@ -46,12 +50,13 @@ def command(checkpoint, out, name, opset, check, attributions, ig_steps, ig_base
               "rollout": {"head_fusion": rollout_heads}}
     if (checkpoint is None) == (classifier is None):
         raise click.UsageError("give a trained CHECKPOINT folder, or --classifier TIMM_NAME, but not both")
-    if classifier:
-        from auditor_rt.export.classifier_export import export_classifier_artifact
+    with output_folder(out):  # a failed export leaves no half-made artifact folder
+        if classifier:
+            from auditor_rt.export.classifier_export import export_classifier_artifact
 
-        result = export_classifier_artifact(classifier, out, weights, num_classes, input_size, methods, params,
-                                            opset=opset, check=check)
-    else:
-        result = export_artifact(load_checkpoint(checkpoint), out, name=name, opset=opset, check=check,
-                                 attributions=methods, attribution_params=params)
+            result = export_classifier_artifact(classifier, out, weights, num_classes, input_size, methods, params,
+                                                opset=opset, check=check)
+        else:
+            result = export_artifact(load_checkpoint(checkpoint), out, name=name, opset=opset, check=check,
+                                     attributions=methods, attribution_params=params)
     print_export(result)

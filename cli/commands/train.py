@@ -32,6 +32,10 @@ def command(data, out, positive_class, backbone, weights, input_size, pooling, t
 
     DATA is an ImageFolder root (root/<class>/*.jpg) or a CSV/JSONL manifest (path,label[,x0,y0,x1,y1]).
     """
+    from auditor_rt.export.versions import require_export_versions
+
+    require_export_versions()  # before torch is imported: an unsupported one fails in one line, not in a traceback
+    from auditor_rt.cli.outputs import output_folder
     from auditor_rt.cli.reporting import print_training
     from auditor_rt.export.losses import LossWeights
     from auditor_rt.export.train import TrainConfig, train
@@ -43,5 +47,6 @@ def command(data, out, positive_class, backbone, weights, input_size, pooling, t
                       val_fraction=val_fraction, seed=seed, workers=workers)
     if unfreeze:
         from auditor_rt.export.finetune import finetune as train
-    result = train(cfg, out or next_run_folder("runs/train"), log=click.echo)
+    with output_folder(out or "runs/train"):  # a failed run leaves no checkpoint folder behind
+        result = train(cfg, out or next_run_folder("runs/train"), log=click.echo)
     print_training(result)

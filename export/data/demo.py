@@ -84,7 +84,9 @@ def _load_backgrounds() -> tuple[tuple[str, np.ndarray], ...]:
     try:
         import skimage.data
     except ImportError:
-        raise DataError("the demo data set needs scikit-image: pip install 'auditor-rt[export]'") from None
+        from auditor_rt.export.versions import INSTALL_HINT
+
+        raise DataError(f"the demo data set needs scikit-image, which is not installed; {INSTALL_HINT}") from None
     folder = Path(skimage.data.__file__).parent
     found = [(name, decode_image(folder / file)) for name, file in _SKIMAGE_PHOTOS.items() if (folder / file).is_file()]
     # Only scikit-image's photographs: an optional extra source (scikit-learn ships two) would make the demo data,
