@@ -130,6 +130,23 @@ def pointing_game(head: RiskHead, split: CachedSplit, input_size: int) -> float 
     return metrics.pointing_game(heat.numpy(), np.array(boxes))
 
 
+HEATMAP_PERCENTILE = 99.0
+
+
+def heatmap_scale(head: RiskHead, split: CachedSplit, percentile: float = HEATMAP_PERCENTILE) -> dict:
+    """The absolute heatmap scale: the risk-map value drawn as full heat, fixed once on the validation images so
+    that heatmaps compare across images. It is a high percentile of the positive part of every validation risk-map
+    cell, so the few cells where positives hold their hazard saturate and a confident negative stays cool (the
+    graph's own heatmap is min-max normalised per image: every image gets a hot spot). ``risk_map_max`` is None
+    when no validation cell is positive (there is then nothing to scale by)."""
+    with torch.no_grad():
+        maps = head(split.features).risk_map.float().numpy()
+    positive = np.maximum(maps, 0.0)
+    value = float(np.percentile(positive, percentile)) or float(positive.max())
+    return {"risk_map_max": value if value > 0 else None, "chosen_on": "validation", "percentile": percentile,
+            "images": int(len(maps))}
+
+
 @dataclass
 class Setup:
     """What every training mode starts from: the split data and the backbone with its preprocessing."""
@@ -205,7 +222,7 @@ def finish(cfg: TrainConfig, setup: Setup, out_dir, head: RiskHead, history: lis
     config = {
         **asdict(cfg), "loss": asdict(cfg.loss), "input_size": [cfg.input_size, cfg.input_size],
         "mean": list(setup.mean), "std": list(setup.std), "threshold": threshold, "best_epoch": best.epoch,
-        "metrics": final, "timing": timing,
+        "metrics": final, "timing": timing, "heatmap_scale": heatmap_scale(head, val_split),
         "data_counts": {"train": len(setup.train_samples), "val": len(setup.val_samples), "skipped": len(skipped)},
     }
     folder = Path(out_dir)

@@ -14,7 +14,7 @@ import numpy as np
 from auditor_rt.runtime.artifact import Artifact
 from auditor_rt.runtime.classify import ClassResult, ContrastMaps, contrast, top_classes
 from auditor_rt.runtime.errors import ConfigError
-from auditor_rt.runtime.explain import Explanation, attribution_methods, expansion, extra_feed, to_explanations
+from auditor_rt.runtime.explain import Explanation, check_method, expansion, extra_feed, to_explanations
 from auditor_rt.runtime.imageio import ImageSource, decode_image, resize_image, resize_map
 from auditor_rt.runtime.regions import Region, find_regions
 from auditor_rt.runtime.runners import create_runner
@@ -142,11 +142,10 @@ class Auditor:
         return self.explain_arrays(_decode_all(images), method, noise_seed, baselines, targets)
 
     def explain_arrays(self, images, method: str, noise_seed: int = 0, baselines=None, targets=None,
-                       output: str | None = None) -> list[Explanation]:
-        available = attribution_methods(self.artifact)
-        if method not in available:
-            raise ConfigError(f"the artifact has no {method!r} attribution graph (it has: {', '.join(available) or 'none'}); "
-                              f"re-export with --attribution {method}")
+                       output: str | None = None, progress=None) -> list[Explanation]:
+        """As ``explain``, for decoded arrays. ``progress(count)`` is called after each chunk (IG at batch 8 runs
+        one image at a time: a chunk can take seconds)."""
+        check_method(self.artifact, method)
         if method not in self._explainers:
             self._explainers[method] = create_runner(self.artifact, method, **self._runner_options)
         runner, entry = self._explainers[method], self.artifact.graph(method)
@@ -159,6 +158,8 @@ class Auditor:
             feed = {"image": batch, **extra_feed(entry, batch, noise_seed + start, base, chosen)}
             outputs = runner.infer(feed)
             results.extend(to_explanations(method, entry, outputs, [im.shape[:2] for im in chunk], output))
+            if progress is not None:
+                progress(len(chunk))
         return results
 
     def run_batch(self, batch: np.ndarray) -> dict[str, np.ndarray]:

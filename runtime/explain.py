@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -13,17 +14,43 @@ from auditor_rt.runtime.imageio import resize_map
 @dataclass
 class Explanation:
     """One image's attribution map, at the original image size. ``signed`` maps keep their sign (positive is
-    evidence for risk); unsigned ones are in [0, 1]. ``extras`` holds scalar outputs such as IG's ``delta``."""
+    evidence for risk); unsigned ones are in [0, 1]. ``extras`` holds scalar outputs such as IG's ``delta``;
+    ``raw`` is the map as the graph gave it, at the model's input size (its sum is what IG's completeness is about);
+    ``completeness`` is IG's check (see ``ig_completeness``)."""
 
     method: str
     map: np.ndarray
     signed: bool
     logit: float
     extras: dict
+    raw: np.ndarray | None = None
+    completeness: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"method": self.method, "signed": self.signed, "logit": round(self.logit, 6),
-                **{k: round(float(v), 6) for k, v in self.extras.items()}}
+                **{k: round(float(v), 6) for k, v in self.extras.items()}, **self.completeness}
+
+
+IG_GAP_TOLERANCE = 0.10  # |delta| allowed, as a share of |logit(image) - logit(baseline)|
+IG_GAP_FLOOR = 1e-2      # ... or in logits: below this the gap means nothing whatever the share
+
+
+def ig_completeness(raw: np.ndarray, delta: float) -> dict:
+    """IG's completeness check. The attributions should sum to logit(image) - logit(baseline); the graph gives
+    ``delta`` = sum - that difference, so the difference itself is sum - delta. The path integral is a quadrature,
+    and too few steps leave a gap: converged means |delta| <= 10% of |difference| (or under 0.01 logits)."""
+    difference = float(np.sum(raw, dtype=np.float64)) - delta
+    gap = abs(delta) / max(abs(difference), 1e-12)
+    converged = abs(delta) <= max(IG_GAP_TOLERANCE * abs(difference), IG_GAP_FLOOR)
+    return {"ig_converged": bool(converged), "ig_gap": round(min(gap, 1e6), 4),
+            "ig_logit_difference": round(difference, 6)}
+
+
+def steps_for_gap(steps: int, gap: float) -> int:
+    """An estimate of the IG steps that would bring ``gap`` (|delta| / |difference| at ``steps``) to the tolerance.
+    The gradient of a ReLU network is piecewise constant along the path, so it jumps; Gauss-Legendre quadrature of
+    a function with jumps converges only about as 1/steps (not exponentially), and that is the rate assumed."""
+    return max(steps + 1, math.ceil(steps * gap / IG_GAP_TOLERANCE))
 
 
 def expansion(entry) -> int:
@@ -38,8 +65,27 @@ def expansion(entry) -> int:
     return 1
 
 
+# Every method an exporter can add (the registry of export/attribution, which needs torch; a test keeps the two
+# lists equal).
+KNOWN_METHODS = ("saliency", "gradxinput", "ig", "smoothgrad", "gradcam", "gradcam++", "rollout")
+
+
 def attribution_methods(artifact) -> list[str]:
     return [key for key, g in artifact.manifest.graphs.items() if g.kind == "attribution"]
+
+
+def check_method(artifact, method: str) -> None:
+    """Refuse a method the artifact has no graph for, naming what it has; and a name that is no method at all,
+    naming the methods that exist (re-exporting would not help there)."""
+    available = attribution_methods(artifact)
+    if method in available:
+        return
+    has = f"this artifact has: {', '.join(available) or 'none'}"
+    if method not in KNOWN_METHODS:
+        raise ConfigError(f"unknown attribution method {method!r}: the methods are {', '.join(KNOWN_METHODS)} "
+                          f"({has})")
+    raise ConfigError(f"the artifact has no {method!r} attribution graph ({has}); "
+                      f"re-export with --attribution {method} to add it")
 
 
 def extra_feed(entry, batch: np.ndarray, noise_seed: int, baselines: np.ndarray | None,
@@ -74,6 +120,9 @@ def to_explanations(method: str, entry, outputs: dict, sizes: list[tuple[int, in
     scalars = [s.name for s in entry.outputs if len(s.shape) == 1 and s.name != "logit"]
     explanations = []
     for i, size in enumerate(sizes):
-        explanations.append(Explanation(method, resize_map(outputs[map_name][i], size), signed, float(outputs["logit"][i]),
-                                        {name: float(outputs[name][i]) for name in scalars}))
+        raw = np.array(outputs[map_name][i], dtype=np.float32)
+        extras = {name: float(outputs[name][i]) for name in scalars}
+        check = ig_completeness(raw, extras["delta"]) if method == "ig" and "delta" in extras else {}
+        explanations.append(Explanation(method, resize_map(raw, size), signed, float(outputs["logit"][i]), extras,
+                                        raw, check))
     return explanations

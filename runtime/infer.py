@@ -21,14 +21,19 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from auditor_rt.runtime.auditor import AuditResult, Auditor
-from auditor_rt.runtime.errors import ConfigError, ImageDecodeError
-from auditor_rt.runtime.explain import Explanation, attribution_methods
+from auditor_rt.runtime.auditor import Auditor
+from auditor_rt.runtime.errors import ImageDecodeError
+from auditor_rt.runtime.explain import Explanation, check_method, steps_for_gap
 from auditor_rt.runtime.imageio import decode_image
+from auditor_rt.runtime.legend import with_legend
+from auditor_rt.runtime.pictures import (MapDisplay, SheetTiles, caption_of, explain_picture, file_stem,
+                                         legend_kind, render_overlay, result_caption, save_maps)
 from auditor_rt.runtime.runfolder import RecordWriter
 from auditor_rt.runtime.signals import stop_on_interrupt
 from auditor_rt.runtime.sources import Item
-from auditor_rt.runtime.visualize import contact_sheet, draw_caption, draw_regions, letterbox, overlay, write_rgb
+from auditor_rt.runtime.visualize import draw_caption, write_rgb
+
+__all__ = ["InferSummary", "MapDisplay", "caption_of", "render_overlay", "run_inference"]
 
 SHEET_LIMIT = 64
 WRITE_QUEUE = 8  # batches waiting for the writer
@@ -45,21 +50,27 @@ class InferSummary:
     stopped_by: str = ""  # "" or "interrupt"
     records: list[dict] = field(default_factory=list)
     heatmaps: dict[int, np.ndarray] = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)  # threshold, heatmap scale, explain method: what the run used
+    ig: dict | None = None  # IG's completeness over the run (see ig_summary)
 
     def to_dict(self) -> dict:
-        return {"run_folder": str(self.folder), "ok": self.ok, "errors": self.errors, "positives": self.positives,
+        data = {"run_folder": str(self.folder), "ok": self.ok, "errors": self.errors, "positives": self.positives,
                 "seconds": round(self.seconds, 3), "stopped_by": self.stopped_by,
-                "results": str(self.folder / "results.jsonl")}
+                "results": str(self.folder / "results.jsonl"), **self.settings}
+        if self.ig is not None:
+            data["ig"] = self.ig
+        return data
 
 
-def render_overlay(image: np.ndarray, result: AuditResult) -> np.ndarray:
-    """Heatmap blended over the image, with region boxes when the label is risk."""
-    picture = overlay(image, result.heatmap)
-    return draw_regions(picture, result.regions) if result.label else picture
-
-
-def caption_of(result: AuditResult, digits: int = 3) -> str:
-    return f"{'RISK' if result.label else 'ok'} {result.score:.{digits}f}"
+def ig_summary(records: list[dict], steps: int) -> dict | None:
+    """How many IG maps of the run missed completeness, the worst gap, and the steps that would be needed."""
+    checked = [r["explain"] for r in records if "ig_converged" in r.get("explain", {})]
+    if not checked:
+        return None
+    missed = [e for e in checked if not e["ig_converged"]]
+    worst = max((e["ig_gap"] for e in missed), default=0.0)
+    return {"steps": steps, "checked": len(checked), "unconverged": len(missed), "worst_gap": worst,
+            "suggested_steps": steps_for_gap(steps, worst) if missed else None}
 
 
 @dataclass
@@ -127,12 +138,13 @@ class _ImageWriter(RecordWriter):
     own until joined."""
 
     def __init__(self, folder: Path, summary: InferSummary, classifier: bool, save_overlays: bool,
-                 keep_heatmaps: bool, append: bool, only_positive: bool = False):
+                 keep_heatmaps: bool, append: bool, only_positive: bool = False, display: MapDisplay | None = None,
+                 save_raw_maps: bool = False):
         super().__init__(folder, append, WRITE_QUEUE)
         self.summary, self.classifier = summary, classifier
         self.save_overlays, self.keep_heatmaps, self.only_positive = save_overlays, keep_heatmaps, only_positive
-        self.thumbs: list[np.ndarray] = []
-        self.captions: list[str] = []
+        self.display, self.save_raw_maps = display or MapDisplay(), save_raw_maps
+        self.sheet = SheetTiles(SHEET_LIMIT)
 
     def handle_job(self, batch: _Scored) -> None:
         results = iter(batch.results)
@@ -151,48 +163,81 @@ class _ImageWriter(RecordWriter):
     def _record(self, decoded: _Decoded, result, explanation: Explanation | None, infer_ms: float) -> dict:
         began = time.perf_counter()
         index, item, image = decoded.index, decoded.item, decoded.image
+        stem = file_stem(index, item.source)
         record = {"index": index, "source": item.source, "status": "ok", **result.to_dict()}
-        if explanation is not None:
-            record["explain"] = write_explanation(self.folder, index, item, image, explanation, self.save_overlays)
+        draw = self.save_overlays and (self.classifier or result.label or not self.only_positive)
+        tile, legends = [], []
         if not self.classifier:
-            if self.save_overlays and (result.label or not self.only_positive):
-                picture = render_overlay(image, result)
-                name = self.folder / "overlays" / f"{index:05d}_{Path(item.source).stem}.jpg"
-                write_rgb(name, draw_caption(picture, caption_of(result)))
+            if draw:
+                picture = render_overlay(image, result, self.display)
+                name = self.folder / "overlays" / f"{stem}.jpg"
+                captioned = draw_caption(picture, caption_of(result))
+                write_rgb(name, with_legend(captioned, "risk", self.display.heatmap_note))
                 record["overlay"] = str(name)
-                if len(self.thumbs) < SHEET_LIMIT:
-                    self.thumbs.append(letterbox(picture, 192))  # keep thumbnails, not full images
-                    self.captions.append(caption_of(result, 2))
+                tile.append((picture, caption_of(result, 2)))
+                legends.append(("risk", self.display.heatmap_note))
             self.summary.positives += bool(result.label)
             if self.keep_heatmaps:
                 self.summary.heatmaps[index] = result.heatmap
+        if explanation is not None:
+            record["explain"] = explanation.to_dict()
+            if draw:
+                picture, note = explain_picture(image, explanation, self.display)
+                folder = self.folder / f"explain_{explanation.method}"
+                folder.mkdir(exist_ok=True)
+                name = folder / f"{stem}.png"  # PNG: JPEG's chroma subsampling greys out thin red and blue
+                caption = f"{explanation.method} | {result_caption(result)}"
+                write_rgb(name, with_legend(draw_caption(picture, caption), legend_kind(explanation), note))
+                record["explain"]["overlay"] = str(name)
+                tile.append((picture, f"{explanation.method} {result_caption(result, 2)}"))
+                legends.append((legend_kind(explanation), explanation.method))
+        if self.save_raw_maps:
+            record["maps"] = save_maps(self.folder / "maps", stem, result, explanation)
+        self.sheet.add(tile, legends)
         record["timings"] = {"decode_ms": round(decoded.decode_ms, 2), "infer_ms": round(infer_ms, 2),
                              "draw_ms": round((time.perf_counter() - began) * 1000, 2)}
         return record
+
+
+def default_display(auditor, **options) -> MapDisplay:
+    """The map display for this auditor: its artifact's absolute heatmap scale where it has one. A remote auditor
+    (``--server``) has no local artifact, and its heatmaps keep the per-image scale."""
+    artifact = getattr(auditor, "artifact", None)
+    if artifact is None:
+        return MapDisplay(**options)
+    return MapDisplay(tuple(auditor.input_size), absolute=artifact.manifest.heatmap_scale, **options)
 
 
 def run_inference(auditor: Auditor, items: Sequence[Item], folder: Path, save_overlays: bool = True,
                   progress: Callable[[int, int], None] | None = None, keep_heatmaps: bool = False,
                   explain: str | None = None, append: bool = False, start_index: int = 0,
                   decode_workers: int | None = None, summary_name: str | None = "summary.json",
-                  only_positive: bool = False) -> InferSummary:
+                  only_positive: bool = False, display: MapDisplay | None = None, save_raw_maps: bool = False,
+                  settings: dict | None = None) -> InferSummary:
     """Audit ``items`` in batches of ``auditor.batch_size``. Every item yields exactly one JSONL record, ``ok`` or
     ``error``, unless the run is interrupted (then the items not yet decoded have none, and ``--resume`` does them).
     ``keep_heatmaps`` also keeps each heatmap in ``summary.heatmaps`` (by input index), for scoring.
-    ``explain`` names an attribution graph whose maps are added to the records and drawn as overlays.
+    ``explain`` names an attribution graph whose maps are added to the records, drawn as overlays and paired with
+    the heatmaps on the contact sheet. ``display`` says how maps are drawn (default: the artifact's absolute
+    heatmap scale where it has one); ``save_raw_maps`` writes the raw maps as .npy files under ``maps/``.
     ``append`` adds to an existing ``results.jsonl`` (``--resume``), numbering inputs from ``start_index``.
-    ``progress(done, depth)`` is called after each batch: the items it took, and the batches waiting for the writer.
+    ``progress(done, depth)`` is called after each batch, and after each explained chunk (IG runs an image at a
+    time): the items just done, and the batches waiting for the writer.
     ``only_positive`` saves overlays of the images labelled risk only (every image still gets its record).
-    The summary goes to ``summary_name`` in the folder (``None``: not written)."""
-    if explain and explain not in attribution_methods(auditor.artifact):
-        available = ", ".join(attribution_methods(auditor.artifact)) or "none"
-        raise ConfigError(f"--explain {explain}: the artifact has no such attribution graph (it has: {available}); "
-                          f"re-export with --attribution {explain}")
-    summary = InferSummary(folder)
+    ``settings`` are added to the summary as they are. The summary goes to ``summary_name`` in the folder
+    (``None``: not written)."""
+    if explain:
+        check_method(auditor.artifact, explain)
+    if display is None:
+        display = default_display(auditor)
+    summary = InferSummary(folder, settings={**(settings or {}), "explain": explain})
+    if not auditor.is_classifier:
+        summary.settings.update(threshold=auditor.threshold, heatmap_scale=display.heatmap_mode)
     folder.mkdir(parents=True, exist_ok=True)
     if save_overlays and not auditor.is_classifier:
         (folder / "overlays").mkdir(exist_ok=True)
-    writer = _ImageWriter(folder, summary, auditor.is_classifier, save_overlays, keep_heatmaps, append, only_positive)
+    writer = _ImageWriter(folder, summary, auditor.is_classifier, save_overlays, keep_heatmaps, append, only_positive,
+                          display, save_raw_maps)
     workers = decode_workers or min(MAX_DECODE_WORKERS, os.cpu_count() or 1)
     stop = threading.Event()
     start = time.perf_counter()
@@ -202,12 +247,21 @@ def run_inference(auditor: Auditor, items: Sequence[Item], folder: Path, save_ov
     def interrupted():
         summary.stopped_by = summary.stopped_by or "interrupt"
 
+    reported = 0
+
+    def tick(count: int) -> None:
+        nonlocal reported
+        reported += count
+        progress(count, writer.jobs.qsize())
+
     try:
         with stop_on_interrupt(stop, interrupted):
             for batch in _decoded_batches(pool, items, start_index, auditor.batch_size, stop):
-                writer.jobs.put(_score_batch(auditor, batch, explain, noise_seed=batch[0].index - start_index))
-                if progress is not None:
-                    progress(len(batch), writer.jobs.qsize())
+                reported = 0
+                writer.jobs.put(_score_batch(auditor, batch, explain, noise_seed=batch[0].index - start_index,
+                                             tick=tick if progress is not None and explain else None))
+                if progress is not None and (len(batch) > reported or not explain):
+                    progress(len(batch) - reported, writer.jobs.qsize())
                 if writer.failure is not None:
                     stop.set()
     finally:
@@ -218,38 +272,26 @@ def run_inference(auditor: Auditor, items: Sequence[Item], folder: Path, save_ov
     summary.seconds = time.perf_counter() - start
     if writer.failure is not None:
         raise writer.failure
-    if writer.thumbs:
-        write_rgb(folder / "contact_sheet.png", contact_sheet(writer.thumbs, writer.captions))
+    sheet = writer.sheet.sheet()
+    if sheet is not None:
+        write_rgb(folder / "contact_sheet.png", sheet)
+    if explain == "ig":
+        steps = int(auditor.artifact.graph("ig").extra.get("params", {}).get("steps", 32))
+        summary.ig = ig_summary(summary.records, steps)
     if summary_name:
         (folder / summary_name).write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
     return summary
 
 
-def _score_batch(auditor: Auditor, batch: list[_Decoded], explain: str | None, noise_seed: int) -> _Scored:
+def _score_batch(auditor: Auditor, batch: list[_Decoded], explain: str | None, noise_seed: int,
+                 tick: Callable[[int], None] | None = None) -> _Scored:
     """Inference for the items of a batch that decoded; a plain classifier gives its classes (maps only with
-    ``explain``)."""
+    ``explain``; ``tick(count)`` after each explained chunk)."""
     arrays = [decoded.image for decoded in batch if decoded.image is not None]
     if not arrays:
         return _Scored(batch, [], [], 0.0)
     began = time.perf_counter()
     results = auditor.classify_arrays(arrays) if auditor.is_classifier else auditor.audit_arrays(arrays)
-    explanations = auditor.explain_arrays(arrays, explain, noise_seed=noise_seed) if explain else []
+    explanations = (auditor.explain_arrays(arrays, explain, noise_seed=noise_seed, progress=tick)
+                    if explain else [])
     return _Scored(batch, results, explanations, (time.perf_counter() - began) * 1000 / len(arrays))
-
-
-def write_explanation(folder: Path, index: int, item: Item, image: np.ndarray, explanation: Explanation,
-                      save_overlay: bool) -> dict:
-    """The map as an overlay (red/blue for signed maps, TURBO for unsigned ones) and its record."""
-    record = explanation.to_dict()
-    if save_overlay:
-        folder = folder / f"explain_{explanation.method}"
-        folder.mkdir(exist_ok=True)
-        name = folder / f"{index:05d}_{Path(item.source).stem}.jpg"
-        values = explanation.map
-        if not explanation.signed:
-            low, high = float(values.min()), float(values.max())
-            values = (values - low) / max(high - low, 1e-12)
-        picture = overlay(image, values, alpha=0.85 if explanation.signed else 0.55, signed=explanation.signed)
-        write_rgb(name, draw_caption(picture, explanation.method))
-        record["overlay"] = str(name)
-    return record

@@ -145,6 +145,24 @@ class Manifest:
             raise ArtifactError(f"{path}: not valid JSON ({exc})") from None
         return cls.from_dict(data, source=str(path))
 
+    @property
+    def heatmap_scale(self) -> float | None:
+        """The absolute heatmap scale chosen on validation data at training time: the risk-map value drawn as full
+        heat, so that maps compare across images (a confident negative looks cool). ``None`` for artifacts exported
+        before it existed, and for classifiers; then heatmaps fall back to the per-image scale."""
+        scale = (self.document.get("heatmap") or {}).get("absolute_scale")
+        if isinstance(scale, dict):
+            scale = scale.get("risk_map_max")
+        if scale is None:
+            return None
+        try:
+            value = float(scale)
+        except (TypeError, ValueError):
+            raise ArtifactError(f"manifest: heatmap.absolute_scale {scale!r} is not a number; re-export it") from None
+        if not value > 0 or value == float("inf"):
+            raise ArtifactError(f"manifest: heatmap.absolute_scale {value} must be a positive number; re-export it")
+        return value
+
     def to_dict(self) -> dict:
         data = dict(self.document)
         data.update(

@@ -69,37 +69,45 @@ def draw_caption(image: np.ndarray, text: str, color=(255, 255, 255)) -> np.ndar
     return out
 
 
-def contact_sheet(images: Sequence[np.ndarray], captions: Sequence[str] | None = None, thumb: int = 192,
-                  columns: int | None = None) -> np.ndarray:
-    """Tile images (each letterboxed into a thumb x thumb square) into one RGB sheet, with optional captions."""
+def contact_sheet(images: Sequence[np.ndarray], captions: Sequence[str] | None = None,
+                  thumb: int | tuple[int, int] = 192, columns: int | None = None) -> np.ndarray:
+    """Tile images (each letterboxed into a thumb x thumb cell, or a (height, width) one) into one RGB sheet, with
+    optional captions."""
     if not images:
         raise ValueError("contact_sheet needs at least one image")
     if captions is not None and len(captions) != len(images):
         raise ValueError(f"contact_sheet got {len(images)} images but {len(captions)} captions")
+    cell_h, cell_w = (thumb, thumb) if isinstance(thumb, int) else thumb
     columns = columns or min(len(images), max(1, math.ceil(math.sqrt(len(images) * 1.5))))
     rows = math.ceil(len(images) / columns)
-    sheet = np.full((rows * thumb, columns * thumb, 3), 32, dtype=np.uint8)
+    sheet = np.full((rows * cell_h, columns * cell_w, 3), 32, dtype=np.uint8)
     for i, image in enumerate(images):
-        tile = letterbox(image, thumb)
+        tile = letterbox(image, (cell_h, cell_w))
         if captions is not None:
             tile = draw_caption(tile, captions[i])
         r, c = divmod(i, columns)
-        sheet[r * thumb:(r + 1) * thumb, c * thumb:(c + 1) * thumb] = tile
+        sheet[r * cell_h:(r + 1) * cell_h, c * cell_w:(c + 1) * cell_w] = tile
     return sheet
 
 
-def letterbox(image: np.ndarray, size: int) -> np.ndarray:
+def letterbox(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Fit ``image`` into a size x size square (or a (height, width) cell), keeping its aspect ratio."""
+    cell_h, cell_w = (size, size) if isinstance(size, int) else size
     height, width = image.shape[:2]
-    scale = size / max(height, width)
+    scale = min(cell_h / height, cell_w / width)
     new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
     resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
-    tile = np.full((size, size, 3), 32, dtype=np.uint8)
-    top, left = (size - new_h) // 2, (size - new_w) // 2
+    tile = np.full((cell_h, cell_w, 3), 32, dtype=np.uint8)
+    top, left = (cell_h - new_h) // 2, (cell_w - new_w) // 2
     tile[top:top + new_h, left:left + new_w] = resized
     return tile
 
 
 def write_rgb(path, image: np.ndarray) -> None:
-    """Write an RGB image with OpenCV (which expects BGR)."""
-    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+    """Write an RGB image with OpenCV (which expects BGR). JPEGs keep full colour resolution (4:4:4): the default
+    4:2:0 halves it, which greys out the thin red and blue of attribution maps and blurs the legends."""
+    params = []
+    if str(path).lower().endswith((".jpg", ".jpeg")):
+        params = [cv2.IMWRITE_JPEG_QUALITY, 95, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
+    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params):
         raise OutputError(f"could not write {path}: is the disk full or the folder read-only?")

@@ -1,3 +1,5 @@
+import contextlib
+
 import click
 
 from auditor_rt.cli.errors import CliError
@@ -18,8 +20,24 @@ STRICT_EXIT = 3  # distinct from 1 (nothing audited) and 2 (usage or artifact er
               help="Heat level that outlines a region.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (records are in results.jsonl).")
 @click.option("--explain", default=None, metavar="METHOD",
-              help="Also run this attribution graph of the artifact (e.g. gradcam, ig) and save its maps as "
-                   "overlays: red/blue for signed maps, a sequential colormap for unsigned ones.")
+              help="Also run this attribution graph of the artifact (e.g. gradcam, ig), save its maps as PNG "
+                   "overlays (red: evidence for risk, blue: against; a sequential colormap for unsigned maps) and "
+                   "pair them with the heatmaps on the contact sheet.")
+@click.option("--map-smooth", type=click.FloatRange(min=0), default=4.0, show_default=True, metavar="SIGMA",
+              help="Display smoothing of --explain maps: a Gaussian sigma in model-input pixels (0: raw pixels). "
+                   "Only the pictures; records and --save-maps keep the raw maps.")
+@click.option("--heatmap-scale", type=click.Choice(["absolute", "image"]), default="absolute", show_default=True,
+              help="'absolute': heat on the scale fixed on validation data at training time, so a confident "
+                   "negative looks cool; 'image': min-max per image (every image gets a hot spot). Artifacts "
+                   "without an absolute scale use 'image'.")
+@click.option("--save-maps", is_flag=True,
+              help="Also write the raw maps as float32 .npy files under maps/ (risk_map, heatmap and the --explain "
+                   "map), named in each record.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+              help="Decision threshold on the score (default: the artifact's, chosen on validation data); recorded "
+                   "in summary.json.")
+@click.option("--name", default=None, help="Name the run folder OUT/NAME instead of auto-numbering it; an existing "
+              "non-empty one is refused (continue it with --resume).")
 @click.option("--vid-stride", type=click.IntRange(min=1), default=1, show_default=True,
               help="Video sources: score every Nth frame.")
 @click.option("--stream-buffer", type=click.Choice(["all", "latest"]), default="all", show_default=True,
@@ -52,10 +70,10 @@ STRICT_EXIT = 3  # distinct from 1 (nothing audited) and 2 (usage or artifact er
                    "every argument is a source (no ARTIFACT).")
 @click.option("--token", envvar="AUDITOR_RT_TOKEN", default=None, help="With --server: its bearer token.")
 @backend_options
-def command(artifact, sources, out, batch, recursive, save_overlays, region_threshold, as_json, explain, vid_stride,
-            stream_buffer, read_timeout, reconnect_attempts, reconnect_delay, max_frames, duration, save_video,
-            show, only_positive, every_n_seconds, resume_folder, strict, server, token, backend, providers,
-            threads):
+def command(artifact, sources, out, batch, recursive, save_overlays, region_threshold, as_json, explain, map_smooth,
+            heatmap_scale, save_maps, threshold, name, vid_stride, stream_buffer, read_timeout, reconnect_attempts,
+            reconnect_delay, max_frames, duration, save_video, show, only_positive, every_n_seconds, resume_folder,
+            strict, server, token, backend, providers, threads):
     """Audit images with an exported ARTIFACT. SOURCES are image files, folders, globs and text files listing
     sources (one per line); or video files, webcam indexes (0) and stream URLs (rtsp://, http:// MJPEG or video),
     each tagged by its source_id."""
@@ -68,6 +86,10 @@ def command(artifact, sources, out, batch, recursive, save_overlays, region_thre
         sources = (artifact, *sources)  # no artifact here: the server has it
     elif not sources:
         raise click.UsageError("give the ARTIFACT and at least one SOURCE (or --server URL and sources)")
+    _check_sources_exist(sources)
+    if server and threshold is not None:
+        raise CliError("--threshold sets a local model's decision; with --server the server's threshold decides")
+    named = _named_folder(out, name, resume_folder)
     sources = expand_list_files(sources)
     if not sources:
         raise CliError("the source lists name no sources")
@@ -89,20 +111,27 @@ def command(artifact, sources, out, batch, recursive, save_overlays, region_thre
                 region_threshold=region_threshold)
     parts = {}
     with _open_auditor(artifact, server, token, batch, load) as auditor:
-        folder = _run_folder(out, resume)
-        mixed = bool(images and videos)
-        if images:  # images first, then the videos into the same run folder
-            parts["images"] = _images(auditor, images, folder, recursive, save_overlays, only_positive, explain,
-                                      as_json, resume, mixed)
-        if videos:
-            from auditor_rt.runtime.stream_infer import SaveRule
+        _apply_threshold(auditor, threshold)
+        if explain:
+            from auditor_rt.runtime.explain import check_method
 
-            options = StreamOptions(vid_stride=vid_stride, buffer=stream_buffer, read_timeout=read_timeout,
-                                    reconnect_attempts=reconnect_attempts, reconnect_delay=reconnect_delay)
-            save = SaveRule(enabled=save_overlays, only_positive=only_positive, every_n_seconds=every_n_seconds,
-                            video=save_video, show=show)
-            parts["videos"] = _videos(auditor, videos, folder, options, save, max_frames, duration, as_json, resume,
-                                      mixed)
+            check_method(auditor.artifact, explain)  # before a run folder is made
+        view = _display(auditor, map_smooth, heatmap_scale) if images else None
+        mixed = bool(images and videos)
+        with _run_folder(out, resume, named) as folder:
+            if images:  # images first, then the videos into the same run folder
+                parts["images"] = _images(auditor, images, folder, recursive, save_overlays, only_positive, explain,
+                                          as_json, resume, mixed, view, save_maps,
+                                          {"threshold_source": "--threshold" if threshold is not None else "artifact"})
+            if videos:
+                from auditor_rt.runtime.stream_infer import SaveRule
+
+                options = StreamOptions(vid_stride=vid_stride, buffer=stream_buffer, read_timeout=read_timeout,
+                                        reconnect_attempts=reconnect_attempts, reconnect_delay=reconnect_delay)
+                save = SaveRule(enabled=save_overlays, only_positive=only_positive, every_n_seconds=every_n_seconds,
+                                video=save_video, show=show)
+                parts["videos"] = _videos(auditor, videos, folder, options, save, max_frames, duration, as_json,
+                                          resume, mixed)
     errors = sum(part.errors for part in parts.values())
     audited = sum(part.ok for part in parts.values())
     if mixed:
@@ -134,19 +163,95 @@ def _write_mixed_summary(folder, parts: dict) -> None:
     (folder / "summary.json").write_text(json.dumps(document, indent=2) + "\n")
 
 
-def _run_folder(out, resume):
+def _check_sources_exist(sources) -> None:
+    """When not one SOURCE names anything that exists, it is a typo, not a run: a usage error before any folder
+    is made. A run with some good sources keeps an error record for each missing one (records equal inputs)."""
+    import glob
+    import os
+
+    from auditor_rt.runtime.streams import STREAM_SCHEMES
+
+    def may_exist(source: str) -> bool:
+        return (source.isdigit() or source.lower().startswith(STREAM_SCHEMES) or glob.has_magic(source)
+                or os.path.exists(os.path.expanduser(source)))
+
+    if not any(may_exist(source) for source in sources):
+        shown = ", ".join(sources[:3]) + (f" and {len(sources) - 3} more" if len(sources) > 3 else "")
+        raise click.UsageError(f"no such file or folder: {shown}")
+
+
+def _named_folder(out, name, resume_folder):
+    """OUT/NAME for --name: refused when it holds anything already, unless --resume continues that very folder."""
+    from pathlib import Path
+
+    if name is None:
+        return None
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise click.UsageError(f"--name {name!r}: give a plain folder name (no path separators)")
+    folder = Path(out) / name
+    if resume_folder is not None:
+        if Path(resume_folder).resolve() != folder.resolve():
+            raise click.UsageError(f"--name {name} names {folder}, but --resume continues {resume_folder}")
+        return folder
+    if folder.is_file() or (folder.is_dir() and any(folder.iterdir())):
+        raise CliError(f"run folder {folder} already exists and is not empty: choose another --name, or continue "
+                       f"it with --resume {folder}")
+    return folder
+
+
+def _apply_threshold(auditor, threshold) -> None:
+    if threshold is None:
+        return
+    if auditor.is_classifier:
+        raise CliError("--threshold is for risk-head artifacts; a classifier reports its top classes")
+    auditor.threshold = threshold
+
+
+def _display(auditor, map_smooth, heatmap_scale):
+    """How maps are drawn; says once when the artifact has no absolute heatmap scale to use."""
+    from auditor_rt.runtime.infer import default_display
+
+    view = default_display(auditor, smooth=map_smooth, heatmap_scale=heatmap_scale)
+    if heatmap_scale == "absolute" and view.heatmap_mode != "absolute" and not auditor.is_classifier:
+        click.secho("note: this artifact has no absolute heatmap scale (exported before it was recorded), so "
+                    "heatmaps use the per-image scale: every image shows a hot spot. Re-train and re-export to get "
+                    "one.", fg="yellow", err=True)
+    return view
+
+
+@contextlib.contextmanager
+def _run_folder(out, resume, named=None):
+    """The run folder: --resume's, --name's, or the next auto-numbered one. A folder this command made is removed
+    again when the run fails before its first record, so a failed command leaves nothing behind."""
+    import shutil
+
     from auditor_rt.runtime.runfolder import next_run_folder
 
-    return resume.folder if resume else next_run_folder(out)
+    if resume:
+        yield resume.folder
+        return
+    if named is not None:
+        made = not named.exists()
+        named.mkdir(parents=True, exist_ok=True)
+        folder = named
+    else:
+        folder, made = next_run_folder(out), True
+    try:
+        yield folder
+    except BaseException:
+        results = folder / "results.jsonl"
+        if made and not (results.is_file() and results.stat().st_size):
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def _images(auditor, sources, folder, recursive, save_overlays, only_positive, explain, as_json, resume,
-            mixed=False):
+            mixed=False, view=None, save_maps=False, settings=None):
     """Image files, folders and globs; returns the summary. ``mixed``: videos follow, so a run whose images all
     failed is not over yet, and the run's summary.json is written once both are done."""
     import json
-    import time
 
+    from auditor_rt.cli.progress_line import ProgressLine
     from auditor_rt.runtime.infer import InferSummary, run_inference
     from auditor_rt.runtime.sources import expand_sources
 
@@ -158,24 +263,21 @@ def _images(auditor, sources, folder, recursive, save_overlays, only_positive, e
         if not items:
             click.echo("nothing left to do: every image is already recorded")
             return InferSummary(folder)
-    began = time.perf_counter()
-    done = 0
+    bar = ProgressLine(len(items), click.get_text_stream("stderr"),
+                       label=f"auditing (--explain {explain})" if explain else "auditing")
 
-    def status(item):
-        rate = done / max(time.perf_counter() - began, 1e-9)
-        return f"{rate:.1f} img/s, writer queue {item}" if item is not None else ""
+    def progress(count, depth):
+        bar.update(count, f"writer queue {depth}" if depth else "")
 
-    with click.progressbar(length=len(items), label="auditing", file=click.get_text_stream("stderr"),
-                           show_pos=True, item_show_func=status) as bar:
-        def progress(count, depth):
-            nonlocal done
-            done += count
-            bar.update(count, depth)
-
+    try:
         summary = run_inference(auditor, items, folder, save_overlays=save_overlays, progress=progress,
                                 explain=explain, append=resume is not None,
                                 start_index=resume.next_index if resume else 0,
-                                summary_name=None if mixed else "summary.json", only_positive=only_positive)
+                                summary_name=None if mixed else "summary.json", only_positive=only_positive,
+                                display=view, save_raw_maps=save_maps, settings=settings)
+    finally:
+        bar.close()
+    _warn_ig(summary)
     if as_json:
         click.echo(json.dumps(summary.to_dict()))
     else:
@@ -190,9 +292,22 @@ def _images(auditor, sources, folder, recursive, save_overlays, only_positive, e
         click.echo(f"results: {folder / 'results.jsonl'}")
         if summary.ok and save_overlays and not auditor.is_classifier:
             click.echo(f"overlays: {folder / 'overlays'}  contact sheet: {folder / 'contact_sheet.png'}")
+        elif (folder / "contact_sheet.png").is_file():
+            click.echo(f"contact sheet: {folder / 'contact_sheet.png'}")
     if not summary.ok and not mixed and not summary.stopped_by:
         raise CliError(f"no image could be audited ({summary.errors} errors, listed in {folder / 'results.jsonl'})", 1)
     return summary
+
+
+def _warn_ig(summary) -> None:
+    """Once per run: IG maps whose attributions do not add up to the logit difference (too few steps)."""
+    ig = summary.ig
+    if ig and ig["unconverged"]:
+        click.secho(f"warning: integrated gradients did not converge on {ig['unconverged']} of {ig['checked']} "
+                    f"image(s): |delta| reached {ig['worst_gap']:.0%} of |logit(image) - logit(baseline)| (allowed "
+                    f"10%) at {ig['steps']} steps; re-export with --ig-steps {ig['suggested_steps']} (an estimate: "
+                    "the gap is taken to shrink as 1/steps). Records say ig_converged: false.",
+                    fg="yellow", err=True)
 
 
 def _videos(auditor, sources, folder, options, save, max_frames, duration, as_json, resume, mixed=False):
