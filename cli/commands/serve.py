@@ -40,26 +40,34 @@ def command(artifact, host, port, token, max_batch, max_delay_ms, max_queue, max
     import time
 
     from auditor_rt.cli.options import parse_providers
-    from auditor_rt.runtime.auditor import Auditor
-    from auditor_rt.runtime.serve.app import AuditApp, ServeSettings
-    from auditor_rt.runtime.serve.server import run_server
+    from auditor_rt.runtime.serve.server import bind_socket, require_uvicorn
 
+    require_uvicorn()  # a runtime-only install says so before a model is loaded
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
         click.secho(f"warning: serving on {host} without --token: anyone who can reach this port can use it",
                     fg="yellow", err=True)
-    settings = ServeSettings(max_batch=max_batch, max_delay_ms=max_delay_ms, max_queue=max_queue,
-                             timeout_ms=timeout_ms, max_body_mb=max_body_mb, max_pixels=max_pixels, token=token,
-                             grace_s=grace_s, decode_workers=decode_workers, max_wait_ms=max_wait_ms,
-                             simulate_model_ms=simulate_model_ms)
-    auditor = Auditor.load(artifact, backend=backend, providers=parse_providers(providers), threads=threads,
-                           batch_size=max_batch)  # checks every digest first
-    app = AuditApp(auditor, settings)
-    began = time.perf_counter()
-    app.warm_up()
-    runner = auditor.runner
-    click.echo(f"serving {auditor.artifact.name} on http://{host}:{port} ({getattr(runner, 'name', 'runner')}: "
-               f"{', '.join(getattr(runner, 'active_providers', []))}); warm-up "
-               f"{(time.perf_counter() - began) * 1000:.0f} ms; max batch {max_batch}, max delay "
-               f"{max_delay_ms:g} ms, queue {max_queue}", err=True)
-    run_server(app, host, port, log=lambda message: click.echo(message, err=True))
+    sock = bind_socket(host, port)  # a busy port is one error line, before loading and before "serving"
+    try:
+        from auditor_rt.runtime.auditor import Auditor
+        from auditor_rt.runtime.serve.app import AuditApp, ServeSettings
+        from auditor_rt.runtime.serve.server import run_server
+
+        settings = ServeSettings(max_batch=max_batch, max_delay_ms=max_delay_ms, max_queue=max_queue,
+                                 timeout_ms=timeout_ms, max_body_mb=max_body_mb, max_pixels=max_pixels, token=token,
+                                 grace_s=grace_s, decode_workers=decode_workers, max_wait_ms=max_wait_ms,
+                                 simulate_model_ms=simulate_model_ms)
+        auditor = Auditor.load(artifact, backend=backend, providers=parse_providers(providers), threads=threads,
+                               batch_size=max_batch)  # checks every digest first
+        app = AuditApp(auditor, settings)
+        began = time.perf_counter()
+        app.warm_up()
+        runner = auditor.runner
+        bound_port = sock.getsockname()[1]
+        click.echo(f"serving {auditor.artifact.name} on http://{host}:{bound_port} "
+                   f"({getattr(runner, 'name', 'runner')}: {', '.join(getattr(runner, 'active_providers', []))}); "
+                   f"warm-up {(time.perf_counter() - began) * 1000:.0f} ms; max batch {max_batch}, max delay "
+                   f"{max_delay_ms:g} ms, queue {max_queue}", err=True)
+        run_server(app, sock, log=lambda message: click.echo(message, err=True))
+    finally:
+        sock.close()
     click.echo("stopped", err=True)

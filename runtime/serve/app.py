@@ -25,8 +25,10 @@ from auditor_rt.runtime.errors import ImageDecodeError, ImageTooLargeError
 from auditor_rt.runtime.explain import attribution_methods
 from auditor_rt.runtime.imageio import decode_image, resize_image, resize_map
 from auditor_rt.runtime.serve.batcher import DeadlineExceeded, DynamicBatcher, Overloaded
-from auditor_rt.runtime.serve.http import (IMAGE_TYPES, HttpError, check_declared_length, header, media_type,
-                                           multipart_images, query, read_body, respond, respond_json)
+from auditor_rt.runtime.serve.http import (IMAGE_TYPES, SNIFFED_TYPES, HttpError, check_declared_length, header,
+                                           is_image_type, media_type, multipart_images, query, read_body, respond,
+                                           respond_json, sniffed_image)
+from auditor_rt.runtime.serve.limits import RequestLimits, check_scope
 from auditor_rt.runtime.serve.metrics import Metrics
 
 HEATMAP_FORMATS = ("png", "npy", "none", "ref")
@@ -68,6 +70,7 @@ class AuditApp:
                                       None if settings.max_wait_ms is None else settings.max_wait_ms / 1000)
         self.methods = attribution_methods(auditor.artifact)
         self.heatmaps: collections.OrderedDict[str, bytes] = collections.OrderedDict()
+        self.request_limits = RequestLimits()
         self.ready = False
         self.draining = False
 
@@ -102,6 +105,7 @@ class AuditApp:
         path, method = scope["path"], scope["method"]
         began = time.perf_counter()
         try:
+            check_scope(scope, self.request_limits)  # 414/431; the httptools protocol refuses these even earlier
             if path == "/v1/audit":
                 self._allow(method, "POST")
                 self._authorize(scope)
@@ -166,8 +170,8 @@ class AuditApp:
             raise HttpError(503, "the server is shutting down", "draining", (("retry-after", "1"),))
         options = self._options(query(scope))
         kind, params = media_type(header(scope, b"content-type"))
-        if kind not in IMAGE_TYPES and kind != "multipart/form-data":
-            raise HttpError(415, f"Content-Type {kind or 'missing'}: send {', '.join(IMAGE_TYPES)} or "
+        if not (is_image_type(kind) or kind in SNIFFED_TYPES or kind == "multipart/form-data"):
+            raise HttpError(415, f"Content-Type {kind}: send {', '.join(IMAGE_TYPES)} or "
                                  "multipart/form-data with image parts", "unsupported_type")
         limit = int(self.settings.max_body_mb * 1024 * 1024)
         check_declared_length(scope, limit)
@@ -182,7 +186,11 @@ class AuditApp:
         submitted = False
         try:
             body = await read_body(scope, receive, limit)
-            blobs = multipart_images(body, params.get("boundary", "")) if kind == "multipart/form-data" else [body]
+            if kind == "multipart/form-data":
+                blobs = multipart_images(body, params.get("boundary", ""))
+            else:  # no usable Content-Type (curl --data-binary): the magic bytes say whether it is an image
+                blobs = [sniffed_image(body, f"the body ({kind or 'no Content-Type'})") if kind in SNIFFED_TYPES
+                         else body]
             loop = asyncio.get_running_loop()
             decode_began = time.perf_counter()
             decoded = await loop.run_in_executor(self.pool, self._decode, blobs)

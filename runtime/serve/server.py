@@ -3,23 +3,55 @@
 
 from __future__ import annotations
 
+import errno
 import signal
+import socket
 import time
 
 from auditor_rt.runtime.errors import ConfigError
 from auditor_rt.runtime.serve.app import AuditApp
+from auditor_rt.runtime.serve.limits import limited_httptools_protocol
+
+SERVE_INSTALL_HINT = "from the auditor-rt checkout: pip install -e '.[serve]'"
 
 
-def _uvicorn():
+def require_uvicorn():
+    """uvicorn, or a one-line error that says how to install it. ``serve`` calls this before it loads a model."""
     try:
         import uvicorn
     except ImportError:
-        raise ConfigError("serve needs uvicorn: pip install 'auditor-rt[serve]'") from None
+        raise ConfigError(f"serve needs uvicorn, which this install lacks; {SERVE_INSTALL_HINT}") from None
     return uvicorn
 
 
-def run_server(app: AuditApp, host: str, port: int, log=print) -> None:
-    uvicorn = _uvicorn()
+def bind_socket(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything is loaded or printed, so that a busy port is one clear error
+    (exit 2) instead of uvicorn's log lines after "serving ... on ..."."""
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                                flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise ConfigError(f"--host {host}: not an address this machine can bind ({exc.strerror})") from None
+    sock = socket.socket(family, kind, protocol)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: no wait after a restart
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(f"port {port} on {host} is in use by another process; stop it, or choose another "
+                              "port with --port") from None
+        if exc.errno == errno.EACCES:
+            raise ConfigError(f"port {port} on {host}: permission denied (ports below 1024 need privileges); "
+                              "choose another with --port") from None
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def run_server(app: AuditApp, sock: socket.socket, log=print) -> None:
+    uvicorn = require_uvicorn()
 
     class DrainingServer(uvicorn.Server):
         """uvicorn's server, but a signal starts a drain instead of an immediate stop, and is not re-raised at
@@ -44,10 +76,13 @@ def run_server(app: AuditApp, host: str, port: int, log=print) -> None:
             return await super().on_tick(counter)
 
     loop = "uvloop" if _has("uvloop") else "asyncio"
-    http = "httptools" if _has("httptools") else "h11"
+    # httptools has no limits on the request head: ours are enforced where the bytes arrive (serve/limits.py);
+    # h11, the fallback, caps a head at 16 KiB itself, and the app checks the rest.
+    http = limited_httptools_protocol(app.request_limits, app.metrics.reject) if _has("httptools") else "h11"
+    host, port = sock.getsockname()[:2]
     config = uvicorn.Config(app, host=host, port=port, loop=loop, http=http, lifespan="on", access_log=False,
                             log_level="warning", timeout_graceful_shutdown=app.settings.grace_s)
-    DrainingServer(config).run()  # a port it cannot bind ends the process (uvicorn exits 1 itself)
+    DrainingServer(config).run(sockets=[sock])  # bound by bind_socket: a busy port was refused before loading
 
 
 def _has(module: str) -> bool:
