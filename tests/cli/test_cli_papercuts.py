@@ -194,6 +194,16 @@ def test_a_failed_train_keeps_earlier_runs(tmp_path, monkeypatch):
     assert os.listdir(tmp_path / "runs" / "train") == ["run-001"]
 
 
+def test_a_failed_demo_leaves_neither_its_run_nor_its_artifact(tmp_path):
+    (tmp_path / "runs" / "run-001").mkdir(parents=True)  # an earlier demo's run stays
+    result = invoke("demo", "-o", tmp_path / "runs", "--artifact", tmp_path / "engines" / "demo", "--backbone",
+                    "no_such_model_xyz", "--weights", "random", "--n-train", 8, "--n-test", 4, "--input-size", 32,
+                    "--workers", 0)
+    assert result.exit_code == 2 and "no_such_model_xyz" in error_line(result)
+    assert "[1/4] demo data" in result.output  # it failed after writing the data set: that is gone too
+    assert os.listdir(tmp_path / "runs") == ["run-001"] and not (tmp_path / "engines").exists()
+
+
 # --- the supported torch ----------------------------------------------------------------------------------------
 
 def _pyproject_extras():
