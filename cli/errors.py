@@ -39,6 +39,9 @@ def handle_errors():
             raise CliError(f"this command needs {exc.name}, which the runtime-only install lacks; {INSTALL_HINT}") \
                 from None
         raise
+    except UnicodeDecodeError as exc:  # a binary file given where a text manifest or list file was expected
+        raise CliError(f"a file given as text (a manifest or list file) is not UTF-8 text: {exc.reason} at byte "
+                       f"{exc.start}; save it as UTF-8 CSV or JSON lines") from None
     except OSError as exc:  # a file where a folder should be, a read-only disk, a missing parent...
         where = f"{exc.filename}: " if exc.filename else ""
         raise CliError(f"{where}{exc.strerror or exc}") from None

@@ -186,6 +186,14 @@ def test_a_failed_train_leaves_no_checkpoint_folder(tmp_path, monkeypatch, conte
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_binary_manifest_is_one_line_and_leaves_no_folder(tmp_path):
+    manifest = tmp_path / "data.csv"
+    manifest.write_bytes(b"\xff\xfe\x00\x81 not text\n")
+    result = _train(manifest, "-o", tmp_path / "ckpt")
+    assert result.exit_code == 2 and "not UTF-8 text" in error_line(result)
+    assert not (tmp_path / "ckpt").exists()
+
+
 def test_a_failed_train_keeps_earlier_runs(tmp_path, monkeypatch):
     (tmp_path / "runs" / "train" / "run-001").mkdir(parents=True)
     (tmp_path / "data.csv").write_text("path,label\n")
