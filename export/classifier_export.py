@@ -10,8 +10,8 @@ import torch
 
 from auditor_rt.export.backbone import AUTO, RANDOM, Normalize, hf_cache_file, load_weights_file, preprocessing_of
 from auditor_rt.export.classifier import ClassifierModule
-from auditor_rt.export.onnx_export import (DEFAULT_OPSET, ExportResult, GraphJob, attribution_jobs, example_images,
-                                           prepare_folder, versions, write_artifact)
+from auditor_rt.export.artifact_writer import GraphJob, attribution_jobs, write_artifact
+from auditor_rt.export.onnx_export import DEFAULT_OPSET, ExportResult, example_images, prepare_folder, versions
 from auditor_rt.runtime.errors import ConfigError
 from auditor_rt.runtime.manifest import SCHEMA_VERSION, Preprocess
 
@@ -42,17 +42,17 @@ def create_classifier(name: str, weights: str = AUTO, num_classes: int | None = 
 
 def export_classifier_artifact(name: str, out_dir: str | Path, weights: str = AUTO, num_classes: int | None = None,
                                input_size: int | None = None, attributions=(), attribution_params=None,
-                               opset: int = DEFAULT_OPSET, check: bool = True) -> ExportResult:
-    folder = prepare_folder(out_dir)
+                               opset: int = DEFAULT_OPSET, check: bool = True, progress=None) -> ExportResult:
     model, info = create_classifier(name, weights, num_classes)
     size = input_size or int(model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
     mean, std = preprocessing_of(model)
     classifier = ClassifierModule(Normalize(mean, std), model, (size, size)).eval()
     example = example_images((size, size))
     jobs = [GraphJob("classify", classifier, "classify")]
-    jobs += attribution_jobs(classifier, example, attributions, attribution_params or {})
-    for job in jobs[1:]:
-        job.extra["num_classes"] = classifier.num_classes  # the runtime checks targets against it
+    # num_classes: the runtime checks targets against it
+    jobs += attribution_jobs(classifier, example, attributions, attribution_params or {},
+                             extra={"num_classes": classifier.num_classes})
+    folder, created = prepare_folder(out_dir)
     preprocess = Preprocess(input_size=(size, size), mean=tuple(mean), std=tuple(std))
     document = {
         "schema_version": SCHEMA_VERSION,
@@ -64,4 +64,4 @@ def export_classifier_artifact(name: str, out_dir: str | Path, weights: str = AU
         "decision": {"threshold": None, "rule": "argmax over classes"},
         "versions": versions(),
     }
-    return write_artifact(folder, jobs, document, example, opset, check)
+    return write_artifact(folder, jobs, document, example, opset, check, progress, created)

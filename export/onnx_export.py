@@ -5,24 +5,20 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import time
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from auditor_rt.export.backbone import Normalize
 from auditor_rt.export.checkpoint import HEAD_NAME, Checkpoint
 from auditor_rt.export.graphs import AuditModule
 from auditor_rt.export.onnx_passes import optimize_for_onnxruntime
-from auditor_rt.export.parity import check_parity
-from auditor_rt.export.weights_store import share_initializers
 from auditor_rt.runtime.artifact import sha256_file
 from auditor_rt.runtime.errors import ExportError
-from auditor_rt.runtime.manifest import MANIFEST_NAME, SCHEMA_VERSION, GraphEntry, Manifest, Preprocess, TensorSpec
+from auditor_rt.runtime.manifest import MANIFEST_NAME, SCHEMA_VERSION, Manifest, Preprocess, TensorSpec
 
 DEFAULT_OPSET = 18
 _TORCH_TO_ONNX_DTYPE = {torch.uint8: "uint8", torch.float32: "float32", torch.int64: "int64"}
@@ -41,10 +37,26 @@ def export_graph(module: torch.nn.Module, path: Path, example: torch.Tensor | tu
     of the module's NamedTuple output). ``dynamic`` names further dynamic dims, e.g. {"noise": {1: "samples"}}."""
     import onnx
 
+    model, output_names = export_model(module, example, opset, input_names, dynamic, optimize)
+    if optimize:
+        optimize_for_onnxruntime(model)
+    onnx.save(model, str(path))
+    return output_names
+
+
+def export_model(module: torch.nn.Module, example: torch.Tensor | tuple, opset: int = DEFAULT_OPSET,
+                 input_names: tuple[str, ...] = ("image",), dynamic: dict[str, dict[int, str]] | None = None,
+                 optimize: bool = True, output_names: list[str] | None = None, translations: dict | None = None):
+    """``export_graph`` without the ONNX Runtime passes and without saving: (ModelProto, output names). The
+    model stays in memory, so that the passes, the metadata and the shared weights file each need no load and
+    save of their own (a load or save of resnet50's graph with its weights took seconds each). The output names
+    are the fields of the module's NamedTuple output, read from the captured program rather than from a run of
+    the module (for IG on resnet50 a run is 68 forward and backward passes). ``translations``: the exporter's
+    ``custom_translation_table``."""
+    import onnx
+
     examples = example if isinstance(example, tuple) else (example,)
     inputs = dict(zip(input_names, examples))  # passed by name: each graph takes only the inputs it names
-    with torch.no_grad():
-        output_names = list(module(**inputs)._fields)
     if opset > onnx.defs.onnx_opset_version():
         raise ExportError(f"opset {opset} is newer than this onnx package knows ({onnx.defs.onnx_opset_version()}); "
                           f"use {DEFAULT_OPSET}")
@@ -57,16 +69,25 @@ def export_graph(module: torch.nn.Module, path: Path, example: torch.Tensor | tu
     with warnings.catch_warnings(), _quiet_loggers("onnxscript", "torch.onnx", "torch.export"), _raw_batch_norms():
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(module, (), str(path), kwargs=inputs, dynamo=True, input_names=list(input_names),
-                              output_names=output_names, dynamic_shapes=shapes, opset_version=opset,
-                              external_data=False, verbose=False, optimize=optimize)
+            program = torch.export.export(module, (), kwargs=inputs, dynamic_shapes=shapes, strict=False)
+            output_names = output_names or _output_fields(program, module, inputs)
+            onnx_program = torch.onnx.export(program, (), None, kwargs=inputs, dynamo=True,
+                                             input_names=list(input_names), output_names=output_names,
+                                             opset_version=opset, verbose=False, optimize=optimize,
+                                             custom_translation_table=translations)
+            model = onnx_program.model_proto
         except Exception as exc:  # the exporter raises many types; the user needs the cause, not the stack
             raise ExportError(f"torch.onnx.export failed for {type(module).__name__}: {exc}") from exc
-    if optimize:
-        model = onnx.load(str(path))
-        if any(optimize_for_onnxruntime(model).values()):
-            onnx.save(model, str(path))
-    return output_names
+    return model, output_names
+
+
+def _output_fields(program, module: torch.nn.Module, inputs: dict) -> list[str]:
+    spec = program.call_spec.out_spec
+    fields = getattr(getattr(spec, "type", None), "_fields", None)
+    if fields and len(fields) == spec.num_children and all(child.is_leaf() for child in spec.children_specs):
+        return list(fields)
+    with torch.no_grad():
+        return list(module(**inputs)._fields)
 
 
 @contextlib.contextmanager
@@ -107,11 +128,12 @@ def _quiet_loggers(*names: str):
             logger.setLevel(level)
 
 
-def tensor_specs(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Read names, dtypes and (symbolic) shapes back from the saved graph, so the manifest says what ORT sees."""
+def tensor_specs(graph) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Read names, dtypes and (symbolic) shapes back from the graph (a path or a ModelProto), so the manifest says
+    what ORT sees."""
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
+    model = graph if isinstance(graph, onnx.ModelProto) else onnx.load(str(graph), load_external_data=False)
 
     def specs(values):
         out = []
@@ -129,12 +151,16 @@ def write_metadata(path: Path, facts: dict[str, str]) -> None:
     import onnx
 
     model = onnx.load(str(path))
+    set_metadata(model, facts)
+    onnx.save(model, str(path))
+
+
+def set_metadata(model, facts: dict[str, str]) -> None:
     del model.metadata_props[:]
     for key, value in facts.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     model.producer_name = "auditor-rt"
-    onnx.save(model, str(path))
 
 
 def versions() -> dict[str, str]:
@@ -157,61 +183,26 @@ class ExportResult:
     parity: dict[str, dict[str, float]]
     export_s: float
     weights: dict | None = None
+    progress: object | None = None  # the Progress that timed each graph's stages (``.seconds``)
 
 
-@dataclass
-class GraphJob:
-    """One graph to export: its key in the manifest, the module, and how its inputs look."""
-
-    key: str
-    module: torch.nn.Module
-    kind: str
-    input_names: tuple[str, ...] = ("image",)
-    extra: dict | None = None
-
-    @property
-    def file(self) -> str:
-        return self.key.replace("+", "_plus") + ".onnx"
-
-
-def example_input(name: str, image: torch.Tensor) -> torch.Tensor:
-    """A traced example for each graph input name."""
-    batch, height, width = image.shape[:3]
-    if name == "noise":
-        return torch.randn(batch, 3, 3, height, width)  # 3 samples: a size equal to the batch could be unified with it
-    if name == "target":
-        return torch.zeros(batch, dtype=torch.int64)
-    return image  # image and baseline
-
-
-def graph_opset(path: Path) -> int:
+def graph_opset(graph) -> int:
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
+    model = graph if isinstance(graph, onnx.ModelProto) else onnx.load(str(graph), load_external_data=False)
     return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
-def attribution_jobs(audit: AuditModule, example: torch.Tensor, methods, params: dict) -> list[GraphJob]:
-    from auditor_rt.export.attribution import create_attribution
-
-    jobs = []
-    for method in methods:
-        module = create_attribution(method, audit, example, **params.get(method, {}))
-        jobs.append(GraphJob(method, module, "attribution", ("image", *module.extra_inputs),
-                             {"method": method, "params": module.params(), "signed": module.signed,
-                              "map_output": module.map_output,
-                              "raw_output": module.raw_output or module.map_output}))
-    return jobs
-
-
-def prepare_folder(out_dir: str | Path) -> Path:
+def prepare_folder(out_dir: str | Path) -> tuple[Path, bool]:
+    """The artifact folder, and whether this export created it (a failed export then removes it)."""
     folder = Path(out_dir)
+    created = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ExportError(f"cannot create the artifact folder {folder}: {exc.strerror}") from None
     (folder / MANIFEST_NAME).unlink(missing_ok=True)  # the old manifest must not describe the new graphs
-    return folder
+    return folder, created
 
 
 def example_images(input_size: tuple[int, int]) -> torch.Tensor:
@@ -221,48 +212,18 @@ def example_images(input_size: tuple[int, int]) -> torch.Tensor:
 
 def export_artifact(checkpoint: Checkpoint, out_dir: str | Path, name: str | None = None,
                     opset: int = DEFAULT_OPSET, check: bool = True, attributions=(),
-                    attribution_params: dict | None = None) -> ExportResult:
-    """Export the audit graph (and one graph per attribution method) of a risk-head ``checkpoint``."""
-    folder = prepare_folder(out_dir)
+                    attribution_params: dict | None = None, progress=None) -> ExportResult:
+    """Export the audit graph (and one graph per attribution method) of a risk-head ``checkpoint``. Progress lines
+    go to stderr unless ``progress`` is given (``Progress.silent()`` for none)."""
+    from auditor_rt.export.artifact_writer import GraphJob, attribution_jobs, write_artifact
+
     audit = build_audit_module(checkpoint)
     example = example_images(checkpoint.input_size)
     jobs = [GraphJob("audit", audit, "audit")]
     jobs += attribution_jobs(audit, example, attributions, attribution_params or {})
+    folder, created = prepare_folder(out_dir)
     document = artifact_document(checkpoint, audit, name or folder.name)
-    return write_artifact(folder, jobs, document, example, opset, check)
-
-
-def write_artifact(folder: Path, jobs: list[GraphJob], document: dict, example: torch.Tensor, opset: int,
-                   check: bool) -> ExportResult:
-    """Export every job's graph; with ``check``, compare each with PyTorch. Large weights go to one shared
-    ``weights.bin``. The manifest is written last, only after every graph passed its checks: a folder whose export
-    failed never looks like a usable artifact."""
-    start = time.perf_counter()
-    entries, parity = {}, {}
-    for job in jobs:
-        path = folder / job.file
-        examples = tuple(example_input(name, example) for name in job.input_names)
-        export_graph(job.module, path, examples, opset, job.input_names, dynamic={"noise": {1: "samples"}})
-        actual_opset = graph_opset(path)
-        if actual_opset != opset:
-            raise ExportError(f"asked for opset {opset} but the exporter wrote opset {actual_opset}; "
-                              f"use an opset it supports (e.g. {DEFAULT_OPSET})")
-        inputs, outputs = tensor_specs(path)
-        write_metadata(path, graph_metadata(document, job, opset, inputs, outputs))
-        if check:
-            parity[job.key] = check_parity(job.module, path, inputs, outputs, tuple(example.shape[1:3]))
-        entries[job.key] = (job, inputs, outputs)
-    export_s = time.perf_counter() - start
-    weights = share_initializers(folder, [job.file for job, _, _ in entries.values()])
-    document["data_files"] = {weights["file"]: sha256_file(folder / weights["file"])}
-    graphs = {key: GraphEntry(file=job.file, sha256=sha256_file(folder / job.file), kind=job.kind,
-                              inputs=tuple(inputs), outputs=tuple(outputs), opset=opset, extra=job.extra or {})
-              for key, (job, inputs, outputs) in entries.items()}
-    threshold = document["decision"]["threshold"]
-    manifest = Manifest(name=document["name"], preprocess=Preprocess.from_dict(document["preprocess"]),
-                        threshold=None if threshold is None else float(threshold), graphs=graphs, document=document)
-    manifest.write(folder)
-    return ExportResult(folder, manifest, parity, export_s, weights)
+    return write_artifact(folder, jobs, document, example, opset, check, progress, created)
 
 
 def artifact_document(checkpoint: Checkpoint, audit: AuditModule, name: str) -> dict:
@@ -282,6 +243,7 @@ def artifact_document(checkpoint: Checkpoint, audit: AuditModule, name: str) -> 
                      "head_sha256": sha256_file(checkpoint.folder / HEAD_NAME),
                      "data": cfg.get("data"), "counts": cfg.get("data_counts", {})},
         "versions": versions(),
+        **({"heatmap": {"absolute_scale": cfg["heatmap_scale"]}} if cfg.get("heatmap_scale") else {}),
     }
 
 
@@ -294,6 +256,7 @@ def graph_metadata(document: dict, job: GraphJob, opset: int, inputs, outputs) -
         "auditor_rt.preprocess": json.dumps(document["preprocess"]),
         "auditor_rt.threshold": str(document["decision"]["threshold"]),
         "auditor_rt.head": json.dumps(document.get("head")),
+        **({"auditor_rt.heatmap": json.dumps(document["heatmap"])} if "heatmap" in document else {}),
         "auditor_rt.manifest": json.dumps({**document, "graph": {
             "key": job.key, "kind": job.kind, "opset": opset, **(job.extra or {}),
             "inputs": [t.to_dict() for t in inputs], "outputs": [t.to_dict() for t in outputs]}}),

@@ -35,9 +35,12 @@ def random_feed(inputs, input_size: tuple[int, int], batch: int, seed: int) -> d
 class ParityErrors(dict):
     """Max error per output; ``floors`` holds PyTorch FP32's own error for the outputs judged against FP64."""
 
-    def __init__(self, errors: dict[str, float]):
+    def __init__(self, errors: dict[str, float], actual: dict[str, np.ndarray] | None = None,
+                 feed: dict[str, np.ndarray] | None = None):
         super().__init__(errors)
         self.floors: dict[str, float] = {}
+        self.actual = actual or {}  # ONNX Runtime's outputs on ``feed``: IG's convergence is read from them
+        self.feed = feed or {}
 
 
 def check_parity(module: torch.nn.Module, path: Path, inputs, outputs, input_size, batch: int = 3,
@@ -53,7 +56,7 @@ def check_parity(module: torch.nn.Module, path: Path, inputs, outputs, input_siz
     expected = torch_outputs(module, feed, batch, torch.float32)
     with OnnxRuntimeRunner(path, inputs, outputs, providers="cpu") as runner:
         actual = runner.infer(feed)
-    errors = ParityErrors(_errors(actual, expected))
+    errors = ParityErrors(_errors(actual, expected), actual, feed)
     if all(error <= TOLERANCE for error in errors.values()):
         return errors
     from auditor_rt.export.reference import fp64_twin

@@ -113,7 +113,8 @@ class GradCam(Attribution):
                 return grad, activation, score
 
             traced = gradient if self.takes_target else (lambda x: gradient(x, None))
-            self.compiled = compile_gradient(traced, x, *example_target(audit, len(x)))
+            self.compiled = compile_gradient(traced, x, *example_target(audit, len(x)),
+                                             share_key=("stage gradient", id(audit), self.stage))
         finally:
             if not is_eager():  # a compiled graph holds the probe; eager autograd needs the hook at every call
                 handle.remove()

@@ -75,7 +75,8 @@ class Attribution(nn.Module):
             x = self.normalize(example)
         # Traced outside no_grad: under it, autograd of a Linear layer records an as_strided scatter (seen with
         # timm classifier heads) that ONNX cannot express.
-        self.compiled = compile_gradient(input_gradient_fn(audit), x, *example_target(audit, len(x)))
+        self.compiled = compile_gradient(input_gradient_fn(audit), x, *example_target(audit, len(x)),
+                                         share_key=("input gradient", id(audit)))
 
     def setup(self, model) -> None:
         self.normalize, self.input_size, self.takes_target = model.normalize, model.input_size, model.takes_target

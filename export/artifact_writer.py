@@ -1,0 +1,174 @@
+"""Write the graphs of an artifact one by one, each in stages (tracing, ONNX conversion, passes, saving, parity),
+with progress lines; the manifest last.
+
+Every graph goes from the exporter to disk once: the ONNX model stays in memory for the passes and the metadata,
+and its large initializers go straight into the shared ``weights.bin``. Gradient graphs that differentiate the same
+thing share one trace (``shared_traces``).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from auditor_rt.export.onnx_export import (ExportResult, export_model, graph_metadata, graph_opset, set_metadata,
+                                           tensor_specs)
+from auditor_rt.export.onnx_passes import optimize_for_onnxruntime
+from auditor_rt.export.parity import check_parity
+from auditor_rt.export.progress import Progress
+from auditor_rt.export.weights_store import WeightsStore
+from auditor_rt.runtime.artifact import sha256_file
+from auditor_rt.runtime.errors import ConfigError, ExportError
+from auditor_rt.runtime.manifest import GraphEntry, Manifest, Preprocess
+
+
+@dataclass
+class GraphJob:
+    """One graph to export: its key in the manifest, the module (or how to build it, which traces it), and how its
+    inputs look."""
+
+    key: str
+    module: torch.nn.Module | None
+    kind: str
+    input_names: tuple[str, ...] = ("image",)
+    extra: dict = field(default_factory=dict)
+    build: Callable[[], None] | None = None  # fills module, input_names and extra
+    weight: float = 1.0  # how long it takes relative to a forward graph, for the time-left estimate
+
+    @property
+    def file(self) -> str:
+        return self.key.replace("+", "_plus") + ".onnx"
+
+
+def example_input(name: str, image: torch.Tensor) -> torch.Tensor:
+    """A traced example for each graph input name."""
+    batch, height, width = image.shape[:3]
+    if name == "noise":
+        return torch.randn(batch, 3, 3, height, width)  # 3 samples: a size equal to the batch could be unified with it
+    if name == "target":
+        return torch.zeros(batch, dtype=torch.int64)
+    return image  # image and baseline
+
+
+def _method_weight(method: str, params: dict) -> float:
+    """Rough cost against the forward graph (measured on resnet50, 2 cores): tracing, conversion and a parity
+    check of a gradient graph weigh about 3 forward graphs; IG and SmoothGrad run one image per path point or
+    noisy copy in parity."""
+    if method == "ig":
+        return 3.0 + 0.25 * (int(params.get("steps", 32)) + 2)
+    if method == "smoothgrad":
+        return 3.0 + 0.25 * (int(params.get("samples", 16)) + 1)
+    return 1.0 if method == "rollout" else 3.0
+
+
+def attribution_jobs(model, example: torch.Tensor, methods, params: dict, extra: dict | None = None) -> list[GraphJob]:
+    """One job per method, built (and traced) when the writer reaches it; unknown names fail here, before any
+    minute is spent."""
+    from auditor_rt.export.attribution import ATTRIBUTIONS, create_attribution
+
+    unknown = [method for method in methods if method not in ATTRIBUTIONS]
+    if unknown:
+        raise ConfigError(f"unknown attribution method {', '.join(map(repr, unknown))}; choose from "
+                          f"{', '.join(sorted(ATTRIBUTIONS))}")
+    jobs = []
+    for method in methods:
+        job = GraphJob(method, None, "attribution", weight=_method_weight(method, params.get(method, {})))
+
+        def build(job=job, method=method):
+            module = create_attribution(method, model, example, **params.get(method, {}))
+            job.module, job.input_names = module, ("image", *module.extra_inputs)
+            job.extra = {"method": method, "params": module.params(), "signed": module.signed,
+                         "map_output": module.map_output, "raw_output": module.raw_output or module.map_output,
+                         **(extra or {})}
+
+        job.build = build
+        jobs.append(job)
+    return jobs
+
+
+def write_artifact(folder: Path, jobs: list[GraphJob], document: dict, example: torch.Tensor, opset: int,
+                   check: bool, progress: Progress | None = None, created: bool = False) -> ExportResult:
+    """Export every job's graph; with ``check``, compare each with PyTorch. Large weights go to one shared
+    ``weights.bin``. The manifest is written last, only after every graph passed its checks: a folder whose export
+    failed never looks like a usable artifact, and one that this export ``created`` is removed."""
+    try:
+        return _write(folder, jobs, document, example, opset, check, progress)
+    except BaseException:
+        if created:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _write(folder, jobs, document, example, opset, check, progress) -> ExportResult:
+    from auditor_rt.export.attribution.compiler import shared_traces
+    from auditor_rt.export.convergence import check_completeness
+
+    if progress is None:
+        progress = Progress([job.key for job in jobs], weights={job.key: job.weight for job in jobs}, title="export")
+    start = time.perf_counter()
+    entries, parity, gradients = {}, {}, {}
+    with shared_traces(), WeightsStore(folder) as store:
+        for job in jobs:
+            with progress.item(job.key):
+                if job.build is not None:
+                    with progress.stage("tracing"):
+                        job.build()
+                examples = tuple(example_input(name, example) for name in job.input_names)
+                model = _convert(job, examples, opset, progress, gradients)
+                actual_opset = graph_opset(model)
+                if actual_opset != opset:
+                    raise ExportError(f"asked for opset {opset} but the exporter wrote opset {actual_opset}; "
+                                      f"use an opset it supports (e.g. 18)")
+                with progress.stage("passes"):
+                    optimize_for_onnxruntime(model)
+                inputs, outputs = tensor_specs(model)
+                with progress.stage("saving"):
+                    set_metadata(model, graph_metadata(document, job, opset, inputs, outputs))
+                    path = store.save(model, job.file)
+                if check:
+                    with progress.stage("parity"):
+                        parity[job.key] = check_parity(job.module, path, inputs, outputs, tuple(example.shape[1:3]))
+                    if job.extra.get("method") == "ig":
+                        with progress.stage("IG convergence"):
+                            job.extra["completeness"] = check_completeness(job.module, parity[job.key].actual,
+                                                                           parity[job.key].feed, progress)
+                        set_metadata(model, graph_metadata(document, job, opset, inputs, outputs))
+                        store.save(model, job.file)  # weights already in weights.bin: only the small graph
+                entries[job.key] = (job, inputs, outputs)
+        weights = store.close()
+    export_s = time.perf_counter() - start
+    document["data_files"] = {weights["file"]: sha256_file(folder / weights["file"])}
+    graphs = {key: GraphEntry(file=job.file, sha256=sha256_file(folder / job.file), kind=job.kind,
+                              inputs=tuple(inputs), outputs=tuple(outputs), opset=opset, extra=job.extra or {})
+              for key, (job, inputs, outputs) in entries.items()}
+    threshold = document["decision"]["threshold"]
+    manifest = Manifest(name=document["name"], preprocess=Preprocess.from_dict(document["preprocess"]),
+                        threshold=None if threshold is None else float(threshold), graphs=graphs, document=document)
+    manifest.write(folder)
+    return ExportResult(folder, manifest, parity, export_s, weights, progress)
+
+
+def _convert(job: GraphJob, examples: tuple, opset: int, progress: Progress, gradients: dict):
+    """The job's module as an ONNX model. A traced gradient inside is converted once per export (``gradients``
+    keeps it by graph) and spliced in; the module around it is converted with the gradient as one opaque node."""
+    from auditor_rt.export.attribution import splice
+
+    dynamic = {"noise": {1: "samples"}}
+    if not splice.spliceable(job.module):
+        with progress.stage("ONNX conversion"):
+            return export_model(job.module, examples, opset, job.input_names, dynamic=dynamic)[0]
+    with splice.opaque_gradients(job.module) as swapped:
+        with progress.stage("ONNX conversion"):
+            model, _ = export_model(job.module, examples, opset, job.input_names, dynamic=dynamic,
+                                    translations=splice.translation_table(swapped))
+    for _, graph in swapped:
+        if id(graph) not in gradients:
+            with progress.stage("ONNX conversion of the gradient (shared)"):
+                gradients[id(graph)] = splice.export_gradient(graph, opset)
+    splice.splice(model, {key: gradients[id(graph)] for key, graph in swapped})
+    return model
