@@ -325,8 +325,9 @@ def _judge_dependence(result: Comparison, actual: np.ndarray, reference: np.ndar
     ``MAX_DEPENDENCE_ALLOWANCE``: a gradient frozen into a constant at export scores 0 and always fails."""
     keep = np.flatnonzero(conditioned)
     if len(keep) < 2:
-        if len(reference) > 1:
-            result.notes.append(f"input dependence not judged: {len(keep)} well-conditioned input(s)")
+        if len(reference) > 1:  # nothing left to tell a live map from a frozen one: not a pass
+            result.reasons.append(f"input dependence cannot be judged: {len(keep)} of {len(reference)} inputs are "
+                                  "well-conditioned (add real images with --images, or --random N)")
         return
     spread = pairwise_spread(reference[keep])
     if spread <= 0:

@@ -17,24 +17,14 @@ from click.testing import CliRunner
 
 from auditor_rt.cli.main import cli
 from auditor_rt.export.verify import VerifyOptions, verify_artifact
-from auditor_rt.runtime.artifact import sha256_file
+from damage import claim_bgr, freeze_map, reseal, scale_convolution
+from damage import damaged_copy as copy_artifact
 
 CHROMIUM = Path("/usr/bin/chromium")
 
 
 def damaged_copy(artifact_dir: Path, tmp_path: Path) -> Path:
-    folder = tmp_path / "artifact"
-    shutil.copytree(artifact_dir, folder)
-    return folder
-
-
-def reseal(folder: Path) -> None:
-    """Write the digests of the files as they now are into the manifest: damage that the digests cannot see."""
-    manifest = json.loads((folder / "manifest.json").read_text())
-    for graph in manifest["graphs"].values():
-        graph["sha256"] = sha256_file(folder / graph["file"])
-    manifest["data_files"] = {name: sha256_file(folder / name) for name in manifest.get("data_files", {})}
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return copy_artifact(artifact_dir, tmp_path / "artifact")
 
 
 def perturb_initializer(path: Path, name: str, delta: float) -> None:
@@ -104,6 +94,43 @@ def test_an_attribution_frozen_at_export_fails_on_input_dependence(explain_artif
     assert not saliency and saliency.dependence is not None and saliency.dependence < 0.5
     assert any("input dependence" in reason for reason in saliency.reasons), saliency.reasons
     assert "saliency/logit" not in failed(report)  # the live part of the graph still matches
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_correct_artifact_passes_on_every_seed(explain_artifact_dir, seed):
+    report = verify_artifact(explain_artifact_dir, VerifyOptions(graphs=["audit", "saliency", "ig", "gradcam"],
+                                                                 seed=seed, random=3))
+    assert report.passed, [(c.graph, c.output, c.reasons) for c in report.comparisons if not c]
+    gradient = next(c for c in report.comparisons if c.output == "gradient")
+    assert "white" in gradient.ill_conditioned  # max-pool ties: FP32 and FP64 gradients go to other pixels
+    assert all(len(report.inputs) - len(c.ill_conditioned) >= 2 for c in report.comparisons)
+
+
+@pytest.mark.parametrize("graph, output, seed", [("saliency", "saliency", 1), ("ig", "ig", 2), ("gradcam", "cam", 3)])
+def test_a_map_output_made_constant_fails_on_input_dependence(explain_artifact_dir, tmp_path, graph, output, seed):
+    folder = damaged_copy(explain_artifact_dir, tmp_path)
+    freeze_map(folder, graph, output, seed)
+    report = verify_artifact(folder, VerifyOptions(graphs=[graph], seed=seed))
+    frozen = next(c for c in report.comparisons if c.output == output)
+    assert not report.passed and all(f.ok for f in report.integrity)
+    assert any("input dependence" in reason for reason in frozen.reasons), frozen.reasons
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_one_convolution_scaled_by_1_01_fails(explain_artifact_dir, tmp_path, seed):
+    folder = damaged_copy(explain_artifact_dir, tmp_path)
+    scale_convolution(folder, 1.01)
+    report = verify_artifact(folder, VerifyOptions(graphs=["audit", "saliency"], seed=seed))
+    assert not report.passed and all(f.ok for f in report.integrity)  # the digests match: only numbers can tell
+    assert {"audit/logit", "audit/risk_map"} <= failed(report)
+
+
+def test_a_manifest_that_claims_bgr_fails_and_names_the_colour_order(artifact_dir, tmp_path):
+    folder = damaged_copy(artifact_dir, tmp_path)
+    claim_bgr(folder)
+    report = verify_artifact(folder)
+    problems = [f.detail for f in report.integrity if not f.ok]
+    assert not report.passed and any("colour order" in p and "BGR" in p and "RGB" in p for p in problems), problems
 
 
 def test_a_changed_preprocessing_mean_fails(artifact_dir, tmp_path):

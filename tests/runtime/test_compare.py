@@ -97,3 +97,56 @@ def test_a_local_switch_passes_with_a_note_and_a_wrong_map_does_not():
     large = reference.copy()
     large[0, 3, 3] += 5e-2 * reference[0].max()
     assert not compare_output("ort", "ig", "ig", large, reference, reference, Tolerance())
+
+
+def _with_ill_conditioned_white(n=5, size=16):
+    """n - 1 ordinary inputs, and a last one ("white") whose FP32 reference points elsewhere: max-pool ties."""
+    reference = maps(n, size)
+    reference32 = reference + 1e-7 * maps(n, size)
+    reference32[-1] = maps(1, size)[0]  # PyTorch FP32 against FP64 on the white image: another map altogether
+    return reference, reference32, [f"real-{i}" for i in range(n - 1)] + ["white"]
+
+
+def test_an_ill_conditioned_input_is_labelled_and_never_widens_another_inputs_tolerance():
+    reference, reference32, labels = _with_ill_conditioned_white()
+    actual = reference.copy()
+    actual[0] += 0.2 * np.abs(reference[0]).max() * maps(1)[0]  # half wrong on an ordinary input
+    result = compare_output("ort", "g", "m", actual, reference, reference32, Tolerance(), labels=labels)
+    assert list(result.ill_conditioned) == ["white"] and "cosine" in result.ill_conditioned["white"]
+    assert not result and any("on real-0" in reason for reason in result.reasons), result.reasons
+    # The white input itself may miss FP64 as much as PyTorch FP32 does: judged on its own floor, it passes.
+    actual = reference.copy()
+    actual[-1] = reference32[-1]
+    assert compare_output("ort", "g", "m", actual, reference, reference32, Tolerance(), labels=labels)
+
+
+def test_a_reference_that_moves_under_the_jitter_is_ill_conditioned():
+    reference = maps(3)
+    jittered = reference.copy()
+    jittered[1, 3, 3] += 0.5 * np.abs(reference[1]).max()  # a ReLU sitting on the input switched
+    result = compare_output("ort", "g", "m", reference, reference, reference, Tolerance(), jittered=jittered,
+                            labels=["a", "b", "c"])
+    assert list(result.ill_conditioned) == ["b"] and "jitter" in result.ill_conditioned["b"]
+
+
+def test_input_dependence_is_judged_on_well_conditioned_inputs_and_a_frozen_map_always_fails():
+    reference, reference32, labels = _with_ill_conditioned_white()
+    frozen = np.broadcast_to(reference[0], reference.shape).copy()
+    result = compare_output("ort", "g", "m", frozen, reference, reference32, Tolerance(), labels=labels)
+    assert result.dependence is not None and result.dependence < 0.5
+    assert any("input dependence" in reason for reason in result.reasons), result.reasons
+    # However noisy PyTorch FP32's own dependence is, the allowance stays below a frozen map's miss.
+    noisy32 = reference + 0.05 * maps(len(reference))
+    result = compare_output("ort", "g", "m", frozen, reference, noisy32, Tolerance(), labels=labels)
+    assert any("input dependence" in reason for reason in result.reasons), result.reasons
+    # With every input ill-conditioned nothing can tell a live map from a frozen one: that is no pass either.
+    result = compare_output("ort", "g", "m", frozen, reference, maps(len(reference)), Tolerance(), labels=labels)
+    assert not result and any("cannot be judged" in reason for reason in result.reasons), result.reasons
+
+
+def test_max_rel_ignores_cells_where_the_reference_is_near_zero():
+    reference = maps(2)
+    reference[0, 0, 0] = 1e-12
+    actual = reference + 1e-9
+    result = compare_output("ort", "g", "m", actual, reference, reference, Tolerance())
+    assert result.max_rel < 1e-3 and result.min_rtol > 1e2
