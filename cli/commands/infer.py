@@ -86,6 +86,10 @@ def command(artifact, sources, out, batch, recursive, save_overlays, region_thre
         sources = (artifact, *sources)  # no artifact here: the server has it
     elif not sources:
         raise click.UsageError("give the ARTIFACT and at least one SOURCE (or --server URL and sources)")
+    else:
+        from auditor_rt.runtime.artifact import Artifact
+
+        Artifact.load(artifact)  # a wrong ARTIFACT is named first, before the sources (reads the manifest only)
     _check_sources_exist(sources)
     if server and threshold is not None:
         raise CliError("--threshold sets a local model's decision; with --server the server's threshold decides")
