@@ -28,7 +28,8 @@ from auditor_rt.runtime.imageio import decode_image, is_image_path, resize_image
 BACKENDS = ("onnxruntime", "tensorrt")
 EDGE_INPUTS = ("black", "white", "saturated")
 QUICK_IMAGES = 2  # real images in a --quick run
-QUICK_EXPANDED = 3  # inputs for IG and SmoothGrad in a --quick run: their steps are fixed in the graph
+QUICK_EXPANDED = 3  # real or random inputs for IG and SmoothGrad in a --quick run (their steps are fixed in the
+# graph), plus the white one
 SATURATED = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [0, 255, 255], [255, 0, 255]], np.uint8)
 
 
@@ -51,7 +52,7 @@ class VerifyOptions:
     quick: bool = False  # fewer inputs everywhere, and fewer still for the graphs that run many images per input
 
     def for_quick_run(self) -> "VerifyOptions":
-        return replace(self, max_images=min(self.max_images, QUICK_IMAGES), random=min(self.random, 1))
+        return replace(self, max_images=min(self.max_images, QUICK_IMAGES), random=min(self.random, 2))
 
 
 @dataclass
@@ -218,9 +219,10 @@ def _reference_targets(artifact, reference: ReferenceModel, images, options) -> 
 def _verify_graph(report: VerifyReport, artifact: Artifact, reference: ReferenceModel, name: str, images, targets,
                   options: VerifyOptions, log) -> None:
     entry = artifact.graph(name)
-    labels = report.inputs
+    labels, keep = report.inputs, list(range(len(report.inputs)))
     if options.quick and expansion(entry) > 1:
-        keep = list(range(min(QUICK_EXPANDED, len(labels))))  # the kinds are interleaved: real, random, edge
+        keep = [i for i, label in enumerate(labels) if label not in EDGE_INPUTS][:QUICK_EXPANDED]
+        keep += [i for i, label in enumerate(labels) if label == "white"]
         images, labels = images[keep], [labels[i] for i in keep]
         targets = None if targets is None else targets[keep]
     feed = graph_feed(entry, images, options.seed, targets)
@@ -252,7 +254,8 @@ def _verify_graph(report: VerifyReport, artifact: Artifact, reference: Reference
                                         None if jittered is None else jittered.get(output), labels)
             report.comparisons.append(comparison)
             if comparison.kind == "map" and output in _shown_maps(entry):
-                report.maps[(backend, name, output)] = {"reference": expected[output], "actual": actual[output]}
+                report.maps[(backend, name, output)] = {"reference": expected[output], "actual": actual[output],
+                                                        "inputs": np.asarray(keep)}
         if entry.kind == "audit" and artifact.manifest.threshold is not None:
             report.comparisons.append(decision_check(backend, name, actual["score"], expected["score"],
                                                      artifact.manifest.threshold, labels))

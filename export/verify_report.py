@@ -54,8 +54,8 @@ def _worst_rows(report: VerifyReport) -> list[str]:
         errors = scaled_errors(actual, reference, "map")
         signed = bool((reference < 0).any())
         rows = []
-        for index in np.argsort(-np.nan_to_num(errors, nan=np.inf))[:WORST]:
-            ref, act = reference[index], actual[index]
+        for row in np.argsort(-np.nan_to_num(errors, nan=np.inf))[:WORST]:
+            ref, act, index = reference[row], actual[row], int(maps["inputs"][row])  # --quick runs IG on a subset
             scale = float(np.abs(ref).max()) or 1.0
             error = np.abs(np.nan_to_num(act, nan=0.0) - ref) / scale
             rows.append(
@@ -64,7 +64,7 @@ def _worst_rows(report: VerifyReport) -> list[str]:
                 + _figure(_png(_map_picture(ref, scale, signed)), "PyTorch (FP64)")
                 + _figure(_png(_map_picture(act, scale, signed)), backend)
                 + _figure(_png(colorize(np.clip(error / max(float(error.max()), 1e-30), 0, 1))),
-                          f"|error|, max {float(errors[index]):.1e} of scale")
+                          f"|error|, max {float(errors[row]):.1e} of scale")
                 + "</div>")
         sections.append(f"<h3>{html.escape(graph)}/{html.escape(output)} on {html.escape(backend)}: worst "
                         f"{len(rows)} inputs</h3>" + "".join(rows))

@@ -59,6 +59,9 @@ def command(artifact, backend, images, random_count, max_images, atol, rtol, err
     or artifact error."""
     import json
 
+    from auditor_rt.export.versions import require_export_versions
+
+    require_export_versions()  # before torch is imported: an unsupported one fails in one line, not in a traceback
     from auditor_rt.cli.options import parse_providers
     from auditor_rt.export.verify import BACKENDS, VerifyOptions, verify_artifact
 
