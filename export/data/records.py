@@ -18,7 +18,7 @@ from typing import Optional, Union
 import numpy as np
 
 from auditor_rt.runtime.errors import ConfigError, DataError
-from auditor_rt.runtime.imageio import is_image_path
+from auditor_rt.runtime.imageio import IMAGE_EXTENSIONS, is_image_path
 
 PathLike = Union[str, os.PathLike]
 Box = tuple[int, int, int, int]
@@ -70,7 +70,8 @@ def read_image_folder(root: PathLike, positive_class: str = "positive") -> list[
     for folder in classes:
         images = sorted(p for p in folder.rglob("*") if _is_visible_image(p, folder))
         if not images:
-            raise DataError(f"{folder}: class {folder.name!r} has no images (extensions: jpg, png, bmp, webp, tif)")
+            raise DataError(f"{folder}: class {folder.name!r} has no images (extensions: "
+                            f"{', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)})")
         label = int(folder.name == positive_class)
         samples.extend(Sample(str(p), label) for p in images)
     return samples
