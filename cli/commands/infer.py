@@ -1,8 +1,7 @@
-import contextlib
-
 import click
 
 from auditor_rt.cli.errors import CliError
+from auditor_rt.cli.infer_setup import apply_threshold, check_sources_exist, display, named_folder, run_folder
 from auditor_rt.cli.options import backend_options
 
 STRICT_EXIT = 3  # distinct from 1 (nothing audited) and 2 (usage or artifact errors)
@@ -90,10 +89,10 @@ def command(artifact, sources, out, batch, recursive, save_overlays, region_thre
         from auditor_rt.runtime.artifact import Artifact
 
         Artifact.load(artifact)  # a wrong ARTIFACT is named first, before the sources (reads the manifest only)
-    _check_sources_exist(sources)
+    check_sources_exist(sources)
     if server and threshold is not None:
         raise CliError("--threshold sets a local model's decision; with --server the server's threshold decides")
-    named = _named_folder(out, name, resume_folder)
+    named = named_folder(out, name, resume_folder)
     sources = expand_list_files(sources)
     if not sources:
         raise CliError("the source lists name no sources")
@@ -115,14 +114,14 @@ def command(artifact, sources, out, batch, recursive, save_overlays, region_thre
                 region_threshold=region_threshold)
     parts = {}
     with _open_auditor(artifact, server, token, batch, load) as auditor:
-        _apply_threshold(auditor, threshold)
+        apply_threshold(auditor, threshold)
         if explain:
             from auditor_rt.runtime.explain import check_method
 
             check_method(auditor.artifact, explain)  # before a run folder is made
-        view = _display(auditor, map_smooth, heatmap_scale) if images else None
+        view = display(auditor, map_smooth, heatmap_scale) if images else None
         mixed = bool(images and videos)
-        with _run_folder(out, resume, named) as folder:
+        with run_folder(out, resume, named) as folder:
             if images:  # images first, then the videos into the same run folder
                 parts["images"] = _images(auditor, images, folder, recursive, save_overlays, only_positive, explain,
                                           as_json, resume, mixed, view, save_maps,
@@ -165,88 +164,6 @@ def _write_mixed_summary(folder, parts: dict) -> None:
     document = {"run_folder": str(folder), **totals, "results": str(folder / "results.jsonl"),
                 **{name: part.to_dict() for name, part in parts.items()}}
     (folder / "summary.json").write_text(json.dumps(document, indent=2) + "\n")
-
-
-def _check_sources_exist(sources) -> None:
-    """When not one SOURCE names anything that exists, it is a typo, not a run: a usage error before any folder
-    is made. A run with some good sources keeps an error record for each missing one (records equal inputs)."""
-    import glob
-    import os
-
-    from auditor_rt.runtime.streams import STREAM_SCHEMES
-
-    def may_exist(source: str) -> bool:
-        return (source.isdigit() or source.lower().startswith(STREAM_SCHEMES) or glob.has_magic(source)
-                or os.path.exists(os.path.expanduser(source)))
-
-    if not any(may_exist(source) for source in sources):
-        shown = ", ".join(sources[:3]) + (f" and {len(sources) - 3} more" if len(sources) > 3 else "")
-        raise click.UsageError(f"no such file or folder: {shown}")
-
-
-def _named_folder(out, name, resume_folder):
-    """OUT/NAME for --name: refused when it holds anything already, unless --resume continues that very folder."""
-    from pathlib import Path
-
-    if name is None:
-        return None
-    if not name or name in (".", "..") or "/" in name or "\\" in name:
-        raise click.UsageError(f"--name {name!r}: give a plain folder name (no path separators)")
-    folder = Path(out) / name
-    if resume_folder is not None:
-        if Path(resume_folder).resolve() != folder.resolve():
-            raise click.UsageError(f"--name {name} names {folder}, but --resume continues {resume_folder}")
-        return folder
-    if folder.is_file() or (folder.is_dir() and any(folder.iterdir())):
-        raise CliError(f"run folder {folder} already exists and is not empty: choose another --name, or continue "
-                       f"it with --resume {folder}")
-    return folder
-
-
-def _apply_threshold(auditor, threshold) -> None:
-    if threshold is None:
-        return
-    if auditor.is_classifier:
-        raise CliError("--threshold is for risk-head artifacts; a classifier reports its top classes")
-    auditor.threshold = threshold
-
-
-def _display(auditor, map_smooth, heatmap_scale):
-    """How maps are drawn; says once when the artifact has no absolute heatmap scale to use."""
-    from auditor_rt.runtime.infer import default_display
-
-    view = default_display(auditor, smooth=map_smooth, heatmap_scale=heatmap_scale)
-    if heatmap_scale == "absolute" and view.heatmap_mode != "absolute" and not auditor.is_classifier:
-        click.secho("note: this artifact has no absolute heatmap scale (exported before it was recorded), so "
-                    "heatmaps use the per-image scale: every image shows a hot spot. Re-train and re-export to get "
-                    "one.", fg="yellow", err=True)
-    return view
-
-
-@contextlib.contextmanager
-def _run_folder(out, resume, named=None):
-    """The run folder: --resume's, --name's, or the next auto-numbered one. A folder this command made is removed
-    again when the run fails before its first record, so a failed command leaves nothing behind."""
-    import shutil
-
-    from auditor_rt.runtime.runfolder import next_run_folder
-
-    if resume:
-        yield resume.folder
-        return
-    if named is not None:
-        made = not named.exists()
-        named.mkdir(parents=True, exist_ok=True)
-        folder = named
-    else:
-        folder, made = next_run_folder(out), True
-    try:
-        yield folder
-    except BaseException:
-        results = folder / "results.jsonl"
-        if made and not (results.is_file() and results.stat().st_size):
-            shutil.rmtree(folder, ignore_errors=True)
-        raise
 
 
 def _images(auditor, sources, folder, recursive, save_overlays, only_positive, explain, as_json, resume,
