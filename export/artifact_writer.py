@@ -132,7 +132,8 @@ def _write(folder, jobs, document, example, opset, check, progress) -> ExportRes
                     path = store.save(model, job.file)
                 if check:
                     with progress.stage("parity"):
-                        parity[job.key] = check_parity(job.module, path, inputs, outputs, tuple(example.shape[1:3]))
+                        parity[job.key] = check_parity(job.module, path, inputs, outputs, tuple(example.shape[1:3]),
+                                                       **_parity_options(job))
                     if job.extra.get("method") == "ig":
                         with progress.stage("IG convergence"):
                             job.extra["completeness"] = check_completeness(job.module, parity[job.key].actual,
@@ -172,3 +173,12 @@ def _convert(job: GraphJob, examples: tuple, opset: int, progress: Progress, gra
                 gradients[id(graph)] = splice.export_gradient(graph, opset)
     splice.splice(model, {key: gradients[id(graph)] for key, graph in swapped})
     return model
+
+
+def _parity_options(job: GraphJob) -> dict:
+    """IG runs steps + 2 images per image: its parity takes 2 images (enough to catch images mixed up across the
+    batch; the gradient inside is the one that saliency's parity checks on 3), PyTorch one image at a time, and
+    the FP64 reference on the first."""
+    if job.extra.get("method") == "ig":
+        return {"batch": 2, "chunk": 1, "exact_images": 1}
+    return {}
