@@ -64,14 +64,15 @@ def freeze_map(folder: Path, graph: str, output: str, seed: int = 0) -> None:
 
 
 def scale_convolution(folder: Path, factor: float = 1.01, graph: str = "audit") -> str:
-    """One convolution's weights (the middle one of the graph) scaled by ``factor``, where they are stored: in the
-    shared ``weights.bin`` or inside the graph. Returns the initializer's name."""
+    """One convolution's weights (the stem's: with random weights timm zeroes the last norm of each residual block,
+    so a convolution inside a block may not reach the outputs at all) scaled by ``factor``, where they are stored:
+    in the shared ``weights.bin`` or inside the graph. Returns the initializer's name."""
     manifest = json.loads((folder / "manifest.json").read_text())
     path = folder / manifest["graphs"][graph]["file"]
     model = onnx.load(str(path), load_external_data=False)
     initializers = {tensor.name: tensor for tensor in model.graph.initializer}
     convolutions = [node for node in model.graph.node if node.op_type == "Conv" and node.input[1] in initializers]
-    tensor = initializers[convolutions[len(convolutions) // 2].input[1]]
+    tensor = initializers[convolutions[0].input[1]]
     external = {entry.key: entry.value for entry in tensor.external_data}
     if external:
         store = folder / external["location"]
