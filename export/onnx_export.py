@@ -61,11 +61,12 @@ def export_model(module: torch.nn.Module, example: torch.Tensor | tuple, opset: 
         raise ExportError(f"opset {opset} is newer than this onnx package knows ({onnx.defs.onnx_opset_version()}); "
                           f"use {DEFAULT_OPSET}")
     symbols = {"batch": torch.export.Dim("batch", min=1, max=4096)}
-    shapes = {}
+    shapes, names = {}, {}  # Dims for capture; the same by name, for the ONNX file's symbolic dims
     for name in input_names:
         dims = {0: "batch", **(dynamic or {}).get(name, {})}
         shapes[name] = {axis: symbols.setdefault(symbol, torch.export.Dim(symbol, min=1, max=4096))
                         for axis, symbol in dims.items()}
+        names[name] = dims
     with warnings.catch_warnings(), _quiet_loggers("onnxscript", "torch.onnx", "torch.export"), _raw_batch_norms():
         warnings.simplefilter("ignore")
         try:
@@ -74,7 +75,7 @@ def export_model(module: torch.nn.Module, example: torch.Tensor | tuple, opset: 
             onnx_program = torch.onnx.export(program, (), None, kwargs=inputs, dynamo=True,
                                              input_names=list(input_names), output_names=output_names,
                                              opset_version=opset, verbose=False, optimize=optimize,
-                                             custom_translation_table=translations)
+                                             custom_translation_table=translations, dynamic_shapes=names)
             model = onnx_program.model_proto
         except Exception as exc:  # the exporter raises many types; the user needs the cause, not the stack
             raise ExportError(f"torch.onnx.export failed for {type(module).__name__}: {exc}") from exc
@@ -82,11 +83,11 @@ def export_model(module: torch.nn.Module, example: torch.Tensor | tuple, opset: 
 
 
 def _output_fields(program, module: torch.nn.Module, inputs: dict) -> list[str]:
-    spec = program.call_spec.out_spec
-    fields = getattr(getattr(spec, "type", None), "_fields", None)
-    if fields and len(fields) == spec.num_children and all(child.is_leaf() for child in spec.children_specs):
+    spec = program.call_spec.out_spec  # a NamedTuple output: its class is the spec's context
+    fields = getattr(getattr(spec, "context", None), "_fields", None)
+    if fields and len(fields) == spec.num_children and all(child.is_leaf() for child in spec.children()):
         return list(fields)
-    with torch.no_grad():
+    with torch.no_grad():  # anything else: run it (for IG on resnet50, 68 forward and backward passes)
         return list(module(**inputs)._fields)
 
 

@@ -149,3 +149,41 @@ def test_weights_for_another_architecture_are_refused(tmp_path):
     save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(path))
     with pytest.raises(ConfigError, match="missing"):
         create_backbone("test_resnet", str(path))
+
+
+def test_the_heatmaps_absolute_scale_goes_from_the_checkpoint_into_the_manifest(checkpoint_dir, tmp_path):
+    import shutil
+
+    from auditor_rt.export.onnx_export import export_artifact
+    from auditor_rt.export.progress import Progress
+
+    copy = tmp_path / "ckpt"
+    shutil.copytree(checkpoint_dir, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config.pop("heatmap_scale", None)
+    scale = {"risk_map_max": 3.25, "chosen_on": "validation", "percentile": 99}
+    for name, extra in (("without", {}), ("with", {"heatmap_scale": scale})):
+        (copy / "config.json").write_text(json.dumps({**config, **extra}))
+        folder = export_artifact(load_checkpoint(copy), tmp_path / name, check=False,
+                                 progress=Progress.silent()).folder
+        manifest = json.loads((folder / "manifest.json").read_text())
+        props = {p.key: p.value for p in onnx.load(str(folder / "audit.onnx")).metadata_props}
+        if extra:
+            assert manifest["heatmap"] == {"absolute_scale": scale}
+            assert json.loads(props["auditor_rt.heatmap"]) == {"absolute_scale": scale}
+        else:
+            assert "heatmap" not in manifest and "auditor_rt.heatmap" not in props
+
+
+def test_a_failed_export_leaves_no_folder_it_created(checkpoint_dir, tmp_path):
+    from auditor_rt.export.onnx_export import export_artifact
+    from auditor_rt.export.progress import Progress
+    from auditor_rt.runtime.errors import ExportError
+
+    with pytest.raises(ExportError, match="opset 99"):
+        export_artifact(load_checkpoint(checkpoint_dir), tmp_path / "new" / "art", opset=99,
+                        progress=Progress.silent())
+    assert not (tmp_path / "new" / "art").exists()
+    with pytest.raises(ConfigError, match="unknown attribution method 'banana'"):
+        export_artifact(load_checkpoint(checkpoint_dir), tmp_path / "art2", attributions=["banana"])
+    assert not (tmp_path / "art2").exists()
