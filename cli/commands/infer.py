@@ -227,7 +227,7 @@ def _warn_ig(summary) -> None:
         click.secho(f"warning: integrated gradients did not converge on {ig['unconverged']} of {ig['checked']} "
                     f"image(s): |delta| reached {ig['worst_gap']:.0%} of |logit(image) - logit(baseline)| (allowed "
                     f"10%) at {ig['steps']} steps; re-export with --ig-steps {ig['suggested_steps']} (an estimate: "
-                    "the gap is taken to shrink as 1/steps). Records say ig_converged: false.",
+                    "the gap is taken to shrink as 1/steps^2). Records say ig_converged: false.",
                     fg="yellow", err=True)
 
 

@@ -25,7 +25,8 @@ def test_completeness_recovers_the_logit_difference_from_the_sum_and_delta():
 
 def test_suggested_steps_grow_with_the_gap():
     assert steps_for_gap(32, 0.1) == 33
-    assert steps_for_gap(32, 1.0) == 320
+    assert steps_for_gap(32, 1.0) == 102      # 32 * sqrt(10): the gap taken to shrink as 1/steps^2
+    assert steps_for_gap(32, 0.673) == 84     # the demo image measured at 0.190 (64 steps), 0.028 (128)
     assert steps_for_gap(32, 3.4) > steps_for_gap(32, 1.0)
 
 
