@@ -143,8 +143,9 @@ def _write(folder, jobs, document, example, opset, check, progress) -> ExportRes
                                                        **_parity_options(job))
                     if job.extra.get("method") == "ig":
                         with progress.stage("IG convergence"):
-                            job.extra["completeness"] = check_completeness(job.module, parity[job.key].actual,
-                                                                           parity[job.key].feed, progress)
+                            job.extra["completeness"] = check_completeness(
+                                job.module, parity[job.key].actual, parity[job.key].feed, progress,
+                                gradient=_exported_gradient(job, gradients))
                         set_metadata(model, graph_metadata(document, job, opset, inputs, outputs))
                         store.save(model, job.file)  # weights already in weights.bin: only the small graph
                 entries[job.key] = (job, inputs, outputs)
@@ -163,13 +164,25 @@ def _write(folder, jobs, document, example, opset, check, progress) -> ExportRes
 
 def _convert(job: GraphJob, examples: tuple, opset: int, progress: Progress, gradients: dict):
     """The job's module as an ONNX model. A traced gradient inside is converted once per export (``gradients``
-    keeps it by graph) and spliced in; the module around it is converted with the gradient as one opaque node."""
+    keeps it by graph) and spliced in; the module around it is converted with the gradient as one opaque node.
+    Where that fails (``gradients`` then holds None for the graph), the whole module is converted instead."""
     from auditor_rt.export.attribution import splice
 
     dynamic = {"noise": {1: "samples"}}
-    if not splice.spliceable(job.module):
-        with progress.stage("ONNX conversion"):
-            return export_model(job.module, examples, opset, job.input_names, dynamic=dynamic)[0]
+    graphs = splice.spliceable(job.module)
+    if graphs and all(gradients.get(id(graph), True) is not None for _, graph in graphs):
+        try:
+            return _spliced(job, examples, opset, progress, gradients, dynamic)
+        except ExportError:
+            for _, graph in graphs:
+                gradients[id(graph)] = None
+    with progress.stage("ONNX conversion"):
+        return export_model(job.module, examples, opset, job.input_names, dynamic=dynamic)[0]
+
+
+def _spliced(job: GraphJob, examples: tuple, opset: int, progress: Progress, gradients: dict, dynamic: dict):
+    from auditor_rt.export.attribution import splice
+
     with splice.opaque_gradients(job.module) as swapped:
         with progress.stage("ONNX conversion"):
             model, _ = export_model(job.module, examples, opset, job.input_names, dynamic=dynamic,
@@ -183,9 +196,17 @@ def _convert(job: GraphJob, examples: tuple, opset: int, progress: Progress, gra
 
 
 def _parity_options(job: GraphJob) -> dict:
-    """IG runs steps + 2 images per image: its parity takes 2 images (enough to catch images mixed up across the
-    batch; the gradient inside is the one that saliency's parity checks on 3), PyTorch one image at a time, and
-    the FP64 reference on the first."""
+    """IG runs steps + 2 images per image: ONNX Runtime runs 2 images (enough to catch images mixed up across the
+    batch), PyTorch the first (the gradient inside is the one that saliency's parity checks on 3 images)."""
     if job.extra.get("method") == "ig":
-        return {"batch": 2, "chunk": 1, "exact_images": 1}
+        return {"batch": 2, "reference_images": 1}
     return {}
+
+
+def _exported_gradient(job: GraphJob, gradients: dict):
+    """IG's gradient graph as exported, in ONNX Runtime, for the convergence check (None: PyTorch does it)."""
+    from auditor_rt.export.attribution import splice
+    from auditor_rt.export.convergence import onnx_gradient
+
+    protos = [gradients.get(id(graph)) for _, graph in splice.spliceable(job.module)]
+    return onnx_gradient(protos[0]) if len(protos) == 1 and protos[0] is not None else None

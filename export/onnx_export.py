@@ -70,12 +70,15 @@ def export_model(module: torch.nn.Module, example: torch.Tensor | tuple, opset: 
     with warnings.catch_warnings(), _quiet_loggers("onnxscript", "torch.onnx", "torch.export"), _raw_batch_norms():
         warnings.simplefilter("ignore")
         try:
-            program = torch.export.export(module, (), kwargs=inputs, dynamic_shapes=shapes, strict=False)
-            output_names = output_names or _output_fields(program, module, inputs)
+            if output_names:  # the exporter's own capture (it tries several strategies)
+                program, dynamic_shapes = module, shapes
+            else:
+                program = torch.export.export(module, (), kwargs=inputs, dynamic_shapes=shapes, strict=False)
+                output_names, dynamic_shapes = _output_fields(program, module, inputs), names
             onnx_program = torch.onnx.export(program, (), None, kwargs=inputs, dynamo=True,
                                              input_names=list(input_names), output_names=output_names,
                                              opset_version=opset, verbose=False, optimize=optimize,
-                                             custom_translation_table=translations, dynamic_shapes=names)
+                                             custom_translation_table=translations, dynamic_shapes=dynamic_shapes)
             model = onnx_program.model_proto
         except Exception as exc:  # the exporter raises many types; the user needs the cause, not the stack
             raise ExportError(f"torch.onnx.export failed for {type(module).__name__}: {exc}") from exc

@@ -44,32 +44,31 @@ class ParityErrors(dict):
 
 
 def check_parity(module: torch.nn.Module, path: Path, inputs, outputs, input_size, batch: int = 3,
-                 seed: int = 1, chunk: int | None = None, exact_images: int | None = None) -> dict[str, float]:
+                 seed: int = 1, reference_images: int | None = None) -> dict[str, float]:
     """Max error of each output (maps: relative to their scale; IG's delta: relative to the logits' scale) against
     PyTorch FP32. Past 1e-4, the output is judged as DESIGN.md says, against an FP64 autograd reference: ONNX
     Runtime's error there must stay within 1e-4 or twice PyTorch FP32's own (through a deep trained network, FP32
     flips a few ReLU masks near zero, and a gradient can move by percents; seen with resnet18d). Raises ExportError
     past that.
 
-    ``chunk``: images per PyTorch FP32 call (default: all). ``exact_images``: how many of the images get the FP64
-    reference (default: all); the others are judged in FP32 only. Both bound IG's time and memory: each image is
-    steps + 2 forward and backward passes, all held at once."""
+    ``reference_images``: PyTorch (FP32 and FP64) runs only the first images of the batch, one at a time, and
+    those rows are judged; ONNX Runtime still runs the whole batch, so that a graph mixing up images across the
+    batch still fails on the first one. For IG, whose every image is steps + 2 forward and backward passes."""
     from auditor_rt.runtime.runners.onnxruntime import OnnxRuntimeRunner
 
     feed = random_feed(inputs, input_size, batch, seed)
-    expected = torch_outputs(module, feed, chunk or batch, torch.float32)
+    count = min(batch, reference_images or batch)
+    head = {name: value[:count] for name, value in feed.items()}
+    expected = torch_outputs(module, head, 1 if count < batch else batch, torch.float32)
     with OnnxRuntimeRunner(path, inputs, outputs, providers="cpu") as runner:
-        actual = runner.infer(feed)
-    errors = ParityErrors(_errors(actual, expected), actual, feed)
+        full = runner.infer(feed)
+    actual = {name: value[:count] for name, value in full.items()}
+    errors = ParityErrors(_errors(actual, expected), full, feed)
     if all(error <= TOLERANCE for error in errors.values()):
         return errors
     from auditor_rt.export.reference import fp64_twin
 
-    count = min(batch, exact_images or batch)
-    if count < batch:  # FP64 on the first images only
-        feed = {name: value[:count] for name, value in feed.items()}
-        actual = {name: value[:count] for name, value in actual.items()}
-        expected = {name: value[:count] for name, value in expected.items()}
+    feed = head
     exact = torch_outputs(fp64_twin(module, tuple(input_size)), feed, 1, torch.float64)
     ours, floor = _errors(actual, exact), _errors(expected, exact)
     failed = {}

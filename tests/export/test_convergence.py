@@ -81,3 +81,16 @@ def test_a_converged_ig_graph_is_recorded_without_a_warning(audit):
         record = check_completeness(module, actual, feed, Progress.silent())
     assert record["gap_median"] < 0.01 and "steps_needed" not in record
     json.dumps(record)  # goes into the manifest as is
+
+
+def test_the_exported_gradient_in_onnx_runtime_gives_the_same_gap(audit):
+    from auditor_rt.export.attribution import splice
+    from auditor_rt.export.convergence import onnx_gradient
+
+    module = create_attribution("ig", audit, example_images(audit.input_size), steps=4)
+    ((_, graph),) = splice.spliceable(module)
+    gradient = onnx_gradient(splice.export_gradient(graph, 18))
+    feed = feed_of(audit, n=2)
+    for index in range(2):
+        ours = reference_gap(module, feed, index, 8, gradient=gradient)
+        assert ours == pytest.approx(reference_gap(module, feed, index, 8), rel=1e-3, abs=1e-5)
