@@ -15,8 +15,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-TOP_FRACTION = 0.10  # the "top-10% region" of a map, for its IoU
-TIE = 1e-5  # values this close (relative to a map's scale) count as tied at the top region's cut
+from auditor_rt.runtime.map_agreement import (flat_per_image, cosine_per_image, pairwise_spread, spearman_per_image,
+                                              top_region_iou)
+
 # A gradient through ReLUs is discontinuous: a pre-activation within rounding noise of zero switches its unit on in
 # one FP32 implementation and off in another, and moves the map locally (measured: one IG path point of a random
 # resnet50_clip off by 1.1e-2 of its scale in ONNX Runtime, every other point within 7e-7, and PyTorch FP32 clean).
@@ -102,79 +103,10 @@ def output_kind(values: np.ndarray) -> str:
     return "map" if values.ndim >= 3 else "values"
 
 
-def _per_image(values: np.ndarray) -> np.ndarray:
-    return values.reshape(len(values), -1).astype(np.float64)
-
-
-def cosine_per_image(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a, b = _per_image(a), _per_image(b)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    dots = (a * b).sum(axis=1)
-    # Two all-zero maps agree; one all-zero map against another does not.
-    return np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), np.where(
-        (np.abs(a).max(axis=1) == 0) & (np.abs(b).max(axis=1) == 0), 1.0, 0.0))
-
-
-def _ranks(values: np.ndarray) -> np.ndarray:
-    """Average ranks of each row (ties share their mean rank), as Spearman's coefficient needs."""
-    ranks = np.empty_like(values)
-    for row, line in enumerate(values):
-        _, inverse, counts = np.unique(line, return_inverse=True, return_counts=True)
-        starts = np.cumsum(counts) - counts
-        ranks[row] = (starts + (counts - 1) / 2.0)[inverse]
-    return ranks
-
-
-def spearman_per_image(actual: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Rank correlation of each image's map with its reference; 1 for two constant maps, 0 for a constant one
-    against a varying one. Cells that the reference ties exactly (a symmetric map of a uniform image has many)
-    carry no order, so the backend's ranks are averaged within each such group: rounding noise that orders them
-    is not a disagreement."""
-    flat_a, flat_r = _per_image(actual), _per_image(reference)
-    ra, rr = _ranks(flat_a), _ranks(flat_r)
-    for row, line in enumerate(flat_r):
-        _, groups, counts = np.unique(line, return_inverse=True, return_counts=True)
-        ra[row] = (np.bincount(groups, weights=ra[row]) / counts)[groups]
-    ra -= ra.mean(axis=1, keepdims=True)
-    rr -= rr.mean(axis=1, keepdims=True)
-    norms = np.linalg.norm(ra, axis=1) * np.linalg.norm(rr, axis=1)
-    both_flat = (np.abs(ra).max(axis=1) == 0) & (np.abs(rr).max(axis=1) == 0)
-    return np.where(norms > 0, (ra * rr).sum(axis=1) / np.where(norms > 0, norms, 1.0), np.where(both_flat, 1.0, 0.0))
-
-
-def top_region_iou(actual: np.ndarray, reference: np.ndarray, fraction: float = TOP_FRACTION) -> np.ndarray:
-    """IoU of each map's top region: the cells within ``TIE`` (of the map's scale) of its k-th largest value or
-    above, k = ``fraction`` of the cells. Near-ties at the cut belong to the region in both maps, so rounding noise
-    cannot move cells across it."""
-    flat_a, flat_r = _per_image(actual), _per_image(reference)
-    k = max(1, int(round(fraction * flat_a.shape[1])))
-    ious = []
-    for row_a, row_r in zip(flat_a, flat_r):
-        regions = []
-        for row in (row_a, row_r):
-            cut = np.partition(row, -k)[-k]
-            regions.append(row >= cut - TIE * max(float(np.abs(row).max()), 1e-30))
-        union = np.logical_or(*regions).sum()
-        ious.append(float(np.logical_and(*regions).sum() / union) if union else 1.0)
-    return np.asarray(ious)
-
-
-def pairwise_spread(maps: np.ndarray) -> float:
-    """Sum over image pairs of the mean |difference| of their maps, each map scaled by its own max |value|: how much
-    the maps change from one input to another. A map frozen at export has none."""
-    flat = _per_image(maps)
-    scales = np.abs(flat).max(axis=1, keepdims=True)
-    flat = flat / np.where(scales > 0, scales, 1.0)
-    total = 0.0
-    for i in range(len(flat)):
-        total += float(np.abs(flat[i + 1:] - flat[i]).mean(axis=1).sum()) if i + 1 < len(flat) else 0.0
-    return total
-
-
 def is_local_switch(actual: np.ndarray, reference: np.ndarray, allowed: float, min_cosine: float = 0.9999) -> bool:
     """Every image's cosine at least ``min_cosine``, its max error within ``LOCAL_DISCONTINUITY`` of its scale and
     its mean error within ``allowed``: a local move of the map, not an error spread over it."""
-    a, r = _per_image(np.nan_to_num(actual.astype(np.float64))), _per_image(reference)
+    a, r = flat_per_image(np.nan_to_num(actual.astype(np.float64))), flat_per_image(reference)
     scale = np.maximum(np.abs(r).max(axis=1), 1e-30)
     error = np.abs(a - r)
     return bool(np.all(error.max(axis=1) / scale <= LOCAL_DISCONTINUITY)
@@ -184,7 +116,7 @@ def is_local_switch(actual: np.ndarray, reference: np.ndarray, allowed: float, m
 
 def scaled_errors(actual: np.ndarray, reference: np.ndarray, kind: str) -> np.ndarray:
     """Per image: max |a - r| over the image's scale (maps), or over max(1, |r|) (values: logits and scores)."""
-    a, r = _per_image(actual), _per_image(reference)
+    a, r = flat_per_image(actual), flat_per_image(reference)
     error = np.abs(a - r).max(axis=1)
     if kind == "map":
         scale = np.abs(r).max(axis=1)
@@ -270,7 +202,7 @@ def _error_statistics(result: Comparison, actual: np.ndarray, reference: np.ndar
     result.quantile_abs = float(np.nanquantile(diff, quantile)) if diff.size else 0.0
     with np.errstate(divide="ignore", invalid="ignore"):
         relative = np.where(magnitude > 0, diff / magnitude, np.where(diff > 0, np.inf, 0.0))
-        scale = _per_image(magnitude).max(axis=1).reshape((-1,) + (1,) * (magnitude.ndim - 1))
+        scale = flat_per_image(magnitude).max(axis=1).reshape((-1,) + (1,) * (magnitude.ndim - 1))
         significant = magnitude >= SIGNIFICANT * scale if result.kind == "map" else np.ones_like(finite_ref)
     result.min_atol = result.max_abs
     result.min_rtol = float(np.nanmax(relative, initial=0.0))
