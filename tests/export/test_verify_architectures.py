@@ -61,7 +61,7 @@ def artifact(request, tmp_path_factory, demo_data):
         given = os.environ.get("AUDITOR_RT_VERIFY_ARTIFACT")
         if not given:
             pytest.skip("AUDITOR_RT_VERIFY_ARTIFACT is not set")
-        return Path(given)
+        return given
     if request.param == "resnet50":
         return _classifier_artifact(request.param, folder)
     return _risk_head_artifact(request.param, folder, demo_data)
@@ -80,15 +80,16 @@ def _why(report) -> list:
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_correct_passes_frozen_and_scaled_fail(artifact, tmp_path, seed):
-    report = verify_artifact(artifact, VerifyOptions(seed=seed, random=3))
+    quick = str(artifact) == os.environ.get("AUDITOR_RT_VERIFY_ARTIFACT")  # a full-size artifact: --quick's inputs
+    report = verify_artifact(artifact, VerifyOptions(seed=seed, random=3, quick=quick))
     assert report.passed, _why(report)
     method = [m for m in METHODS if m in _graphs(artifact, *METHODS)][seed % 3]
     frozen = damaged_copy(artifact, tmp_path / "frozen")
     freeze_map(frozen, method, FROZEN[method], seed)
-    report = verify_artifact(frozen, VerifyOptions(seed=seed, random=3, graphs=[method]))
+    report = verify_artifact(frozen, VerifyOptions(seed=seed, random=3, graphs=[method], quick=quick))
     failed = next(c for c in report.comparisons if c.output == FROZEN[method])
     assert any("input dependence" in reason for reason in failed.reasons), _why(report)
     scaled = damaged_copy(artifact, tmp_path / "scaled")
     scale_convolution(scaled, 1.01, graph=_graphs(artifact, "base")[0])
-    report = verify_artifact(scaled, VerifyOptions(seed=seed, random=3, graphs=_graphs(artifact, "base")))
+    report = verify_artifact(scaled, VerifyOptions(seed=seed, random=3, graphs=_graphs(artifact, "base"), quick=quick))
     assert not report.passed and all(f.ok for f in report.integrity), _why(report)
