@@ -120,13 +120,27 @@ def test_an_ill_conditioned_input_is_labelled_and_never_widens_another_inputs_to
     assert compare_output("ort", "g", "m", actual, reference, reference32, Tolerance(), labels=labels)
 
 
-def test_a_reference_that_moves_under_the_jitter_is_ill_conditioned():
+def test_a_reference_that_turns_under_the_jitter_is_ill_conditioned():
     reference = maps(3)
     jittered = reference.copy()
-    jittered[1, 3, 3] += 0.5 * np.abs(reference[1]).max()  # a ReLU sitting on the input switched
+    jittered[1] = maps(1)[0]  # a tie sitting on the input: the jitter sends the map elsewhere
     result = compare_output("ort", "g", "m", reference, reference, reference, Tolerance(), jittered=jittered,
                             labels=["a", "b", "c"])
     assert list(result.ill_conditioned) == ["b"] and "jitter" in result.ill_conditioned["b"]
+
+
+def test_a_local_move_under_the_jitter_raises_that_inputs_floor_only():
+    reference = maps(3)
+    scale = np.abs(reference).max(axis=(1, 2))
+    jittered = reference.copy()
+    jittered[1, 3, 3] += 2e-2 * scale[1]  # a ReLU switched at one path point: the map moves, it does not turn
+    actual = reference.copy()
+    actual[1, 5, 5] += 3e-2 * scale[1]  # within twice that input's own move: passes
+    result = compare_output("ort", "g", "m", actual, reference, reference, Tolerance(), jittered=jittered)
+    assert result and not result.ill_conditioned and result.floor == pytest.approx(2e-2, rel=1e-6)
+    actual[0, 5, 5] += 3e-2 * scale[0]  # the same error on an input that does not move fails
+    result = compare_output("ort", "g", "m", actual, reference, reference, Tolerance(), jittered=jittered)
+    assert not result and any("on input 0" in reason for reason in result.reasons), result.reasons
 
 
 def test_input_dependence_is_judged_on_well_conditioned_inputs_and_a_frozen_map_always_fails():
