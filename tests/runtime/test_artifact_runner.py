@@ -320,3 +320,11 @@ def test_unloadable_graph_is_a_backend_error(artifact_dir):
     manifest.write(artifact_dir)
     with pytest.raises(BackendUnavailableError, match="could not load"):
         create_runner(Artifact(artifact_dir), providers="cpu")
+
+
+def test_manifest_file_names_outside_the_folder_are_refused(artifact_dir, tmp_path):
+    document = json.loads((artifact_dir / "manifest.json").read_text())
+    document["graphs"]["audit"]["file"] = "../elsewhere/audit.onnx"
+    (artifact_dir / "manifest.json").write_text(json.dumps(document))
+    with pytest.raises(ArtifactError, match="outside the artifact folder"):
+        Artifact(artifact_dir).graph_path("audit")
