@@ -17,19 +17,14 @@ import warnings
 import numpy as np
 import torch
 
-GAP_LIMIT = 0.10
+from auditor_rt.runtime.explain import IG_GAP_TOLERANCE, completeness_gaps
+
+GAP_LIMIT = IG_GAP_TOLERANCE  # the same 10% that infer holds each image to
 MAX_SUGGESTED_STEPS = 1024
 
 
 class IGConvergenceWarning(UserWarning):
     """An IG graph's completeness gap exceeds ``GAP_LIMIT`` on the typical parity image."""
-
-
-def completeness_gaps(ig: np.ndarray, delta: np.ndarray) -> np.ndarray:
-    """|delta| / |logit(image) - logit(baseline)| per image, from an IG graph's ``ig`` [N, H, W] and ``delta`` [N]."""
-    total = ig.reshape(len(ig), -1).astype(np.float64).sum(axis=1)
-    change = total - delta.astype(np.float64)
-    return np.abs(delta.astype(np.float64)) / np.maximum(np.abs(change), 1e-12)
 
 
 def reference_gap(module, feed: dict[str, np.ndarray], index: int, steps: int, chunk: int = 8,

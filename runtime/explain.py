@@ -35,12 +35,20 @@ IG_GAP_TOLERANCE = 0.10  # |delta| allowed, as a share of |logit(image) - logit(
 IG_GAP_FLOOR = 1e-2      # ... or in logits: below this the gap means nothing whatever the share
 
 
+def completeness_gaps(ig: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    """|delta| / |logit(image) - logit(baseline)| per image, from an IG graph's ``ig`` [N, ...] and ``delta`` [N]:
+    the graph's delta is sum(ig) - that difference, so the difference is sum(ig) - delta."""
+    total = ig.reshape(len(ig), -1).astype(np.float64).sum(axis=1)
+    change = total - delta.astype(np.float64)
+    return np.abs(delta.astype(np.float64)) / np.maximum(np.abs(change), 1e-12)
+
+
 def ig_completeness(raw: np.ndarray, delta: float) -> dict:
     """IG's completeness check. The attributions should sum to logit(image) - logit(baseline); the graph gives
     ``delta`` = sum - that difference, so the difference itself is sum - delta. The path integral is a quadrature,
     and too few steps leave a gap: converged means |delta| <= 10% of |difference| (or under 0.01 logits)."""
     difference = float(np.sum(raw, dtype=np.float64)) - delta
-    gap = abs(delta) / max(abs(difference), 1e-12)
+    gap = float(completeness_gaps(raw[None], np.array([delta]))[0])
     converged = abs(delta) <= max(IG_GAP_TOLERANCE * abs(difference), IG_GAP_FLOOR)
     return {"ig_converged": bool(converged), "ig_gap": round(min(gap, 1e6), 4),
             "ig_logit_difference": round(difference, 6)}
