@@ -35,6 +35,18 @@ class ImageTooLargeError(ImageDecodeError):
     """An image has more pixels than the limit (a decompression bomb, or simply too large to hold)."""
 
 
+class DecodeTooCostlyError(ImageDecodeError):
+    """Decoding an image went past the decoder's memory budget or its deadline (a hostile or pathological file)."""
+
+
+class DecoderCrashError(ImageDecodeError):
+    """The decoder process died while it decoded an image (a codec bug that the file triggers)."""
+
+
+class FormatNotAcceptedError(ImageDecodeError):
+    """An image is in a format outside the accepted list (``serve --formats``), or in no known format."""
+
+
 class DataError(AuditorError):
     """A data set (folder, CSV or JSONL manifest) is malformed or empty."""
 

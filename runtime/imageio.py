@@ -9,7 +9,8 @@ from typing import Union
 import cv2
 import numpy as np
 
-from auditor_rt.runtime.errors import ImageDecodeError, ImageTooLargeError
+from auditor_rt.runtime import native_errno
+from auditor_rt.runtime.errors import DecodeTooCostlyError, ImageDecodeError, ImageTooLargeError
 from auditor_rt.runtime.image_headers import declared_size, sniff_format
 from auditor_rt.runtime.imageio_limits import DEFAULT_MAX_PIXELS
 from auditor_rt.runtime.quiet_decoders import quiet_decoders
@@ -24,24 +25,46 @@ ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray]
 
 
 def decode_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode a path, an encoded buffer or an array to an RGB uint8 HxWx3 image.
+    """Decode a path, an encoded buffer or an array to an RGB uint8 HxWx3 image, in this process.
 
     EXIF orientation is applied, grayscale is replicated, alpha is dropped and 16-bit data is scaled to 8 bits, so
     every source reaches the model in the same form. Raises ``ImageDecodeError`` (``ImageTooLargeError`` past
-    ``max_pixels``) naming the source and the cause in the user's terms, never OpenCV's internals; the codecs' own
-    warnings are kept off the terminal (``quiet_decoders``).
+    ``max_pixels``, ``DecodeTooCostlyError`` when the codec runs out of memory) naming the source and the cause in
+    the user's terms, never OpenCV's internals; the codecs' own warnings are kept off the terminal.
+
+    This runs OpenCV's C++ decoders in the calling process: a codec bug that a hostile file triggers can crash it.
+    ``infer`` and ``serve`` decode untrusted files in a ``DecoderPool`` instead (``runtime/decoder_pool.py``).
     """
     if isinstance(source, np.ndarray):
         return _as_rgb_array(source, "array")
-    name = "buffer"
-    if isinstance(source, (str, os.PathLike)):
-        name = str(source)
-        path = Path(source)
-        if not path.is_file():
-            raise ImageDecodeError(f"{name}: no such file")
-        data = np.fromfile(path, dtype=np.uint8)
-    else:
-        data = np.frombuffer(source, dtype=np.uint8)
+    name, data = read_encoded(source, max_pixels)
+    return cv2.cvtColor(decode_bgr(data, name, max_pixels), cv2.COLOR_BGR2RGB)
+
+
+def read_encoded(source, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, np.ndarray]:
+    """(a name for messages, the encoded bytes as a uint8 array) of a path or a buffer. A file larger than any
+    image of ``max_pixels`` could be (uncompressed 16-bit RGBA) is refused unread."""
+    if not isinstance(source, (str, os.PathLike)):
+        return "buffer", np.frombuffer(source, dtype=np.uint8)
+    name, path = str(source), Path(source)
+    if not path.is_file():
+        raise ImageDecodeError(f"{name}: no such file")
+    size = path.stat().st_size
+    if size > max_encoded_bytes(max_pixels):
+        raise ImageTooLargeError(f"{name}: the file is {size / 2**20:.0f} MiB, more than an image of {max_pixels} "
+                                 "pixels can take even uncompressed; refused unread")
+    try:
+        return name, np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise ImageDecodeError(f"{name}: cannot read the file ({exc.strerror or exc})") from None
+
+
+def max_encoded_bytes(max_pixels: int) -> int:
+    return max_pixels * 8 + (1 << 20)  # 16-bit RGBA, uncompressed, plus headers
+
+
+def decode_bgr(data: np.ndarray, name: str, max_pixels: int) -> np.ndarray:
+    """OpenCV's BGR decode of encoded bytes, with the header's pixel count checked first (see ``decode_image``)."""
     if data.size == 0:
         raise ImageDecodeError(f"{name}: the file is empty (0 bytes)")
     head = data[:16].tobytes()
@@ -50,6 +73,7 @@ def decode_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> n
     if declared is not None and declared[0] * declared[1] > max_pixels:
         raise ImageTooLargeError(f"{name}: {declared[0]}x{declared[1]} is over the limit of {max_pixels} pixels "
                                  f"(declared by its {kind} header; refused before decoding)")
+    native_errno.clear()
     try:
         with quiet_decoders():
             bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
@@ -58,8 +82,14 @@ def decode_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> n
             raise ImageTooLargeError(f"{name}: the {kind or 'image'} is over OpenCV's limit of "
                                      f"{_opencv_pixel_limit()} pixels (refused before decoding; the limit is "
                                      "OPENCV_IO_MAX_IMAGE_PIXELS)") from None
+        if "Failed to allocate" in str(exc) or "Insufficient memory" in str(exc):
+            raise _out_of_memory(name, kind) from None
         bgr = None  # any other failure reads as unreadable: OpenCV's text names its source files, not the cause
+    except MemoryError:
+        raise _out_of_memory(name, kind) from None
     if bgr is None:
+        if native_errno.is_out_of_memory():  # OpenCV swallows a codec's std::bad_alloc and returns nothing
+            raise _out_of_memory(name, kind)
         if kind is None:
             raise ImageDecodeError(f"{name}: not a readable image: {unsupported_reason(name, head)}")
         raise ImageDecodeError(f"{name}: not a readable image (a corrupt or truncated {kind} file, or a {kind} "
@@ -67,7 +97,12 @@ def decode_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> n
     height, width = bgr.shape[:2]
     if height * width > max_pixels:
         raise ImageTooLargeError(f"{name}: {width}x{height} is over the limit of {max_pixels} pixels")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return bgr
+
+
+def _out_of_memory(name: str, kind: str | None) -> DecodeTooCostlyError:
+    return DecodeTooCostlyError(f"{name}: too costly to decode: the {kind or 'image'} decoder ran out of memory "
+                                "(a corrupt or hostile file can declare gigabytes of data)")
 
 
 def undecodable_reason(path: Union[str, os.PathLike]) -> str | None:

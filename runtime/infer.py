@@ -1,5 +1,6 @@
 """``infer`` on image items as overlapped stages: a pool of decode threads works ahead of the model (a bounded
-window of items), batching and inference run on the calling thread, and a writer thread draws the overlays and
+window of items), each thread handing its file to a decoder process (``DecoderPool``: a file that crashes, hangs
+or floods a codec costs its own error record, never the run), batching and inference run on the calling thread, and a writer thread draws the overlays and
 writes the records behind a bounded queue, so that neither decoding nor a slow disk stalls the model.
 
 Every item gives exactly one JSONL record, ``ok`` or ``error``, in the order of the inputs. Ctrl-C or SIGTERM stops
@@ -22,9 +23,9 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from auditor_rt.runtime.auditor import Auditor
+from auditor_rt.runtime.decoder_pool import DEFAULT_DEADLINE_S, DecoderPool
 from auditor_rt.runtime.errors import ImageDecodeError
 from auditor_rt.runtime.explain import Explanation, check_method, steps_for_gap
-from auditor_rt.runtime.imageio import decode_image
 from auditor_rt.runtime.legend import with_legend
 from auditor_rt.runtime.pictures import (MapDisplay, SheetTiles, caption_of, explain_picture, file_stem,
                                          legend_kind, render_overlay, result_caption, save_maps)
@@ -84,21 +85,21 @@ class _Decoded:
     decode_ms: float
 
 
-def _decode(index: int, item: Item) -> _Decoded:
+def _decode(decoder: DecoderPool, index: int, item: Item) -> _Decoded:
     began = time.perf_counter()
     image = error = None
     if item.error:
         error = f"{item.source}: {item.error}"
     else:
         try:
-            image = decode_image(item.source)
+            image = decoder.decode(item.source).image
         except ImageDecodeError as exc:
             error = str(exc)
     return _Decoded(index, item, image, error, (time.perf_counter() - began) * 1000)
 
 
-def _decoded_batches(pool: ThreadPoolExecutor, items: Sequence[Item], start_index: int, size: int,
-                     stop: threading.Event) -> Iterator[list[_Decoded]]:
+def _decoded_batches(pool: ThreadPoolExecutor, decoder: DecoderPool, items: Sequence[Item], start_index: int,
+                     size: int, stop: threading.Event) -> Iterator[list[_Decoded]]:
     """Batches of decoded items in input order. The pool decodes up to two batches ahead, no more, so that memory
     stays bounded however many items there are; after ``stop`` nothing new is started."""
     pending: collections.deque[Future] = collections.deque()
@@ -109,7 +110,7 @@ def _decoded_batches(pool: ThreadPoolExecutor, items: Sequence[Item], start_inde
             entry = next(upcoming, None)
             if entry is None:
                 break
-            pending.append(pool.submit(_decode, *entry))
+            pending.append(pool.submit(_decode, decoder, *entry))
         if not pending:
             return
         batch = []
@@ -213,7 +214,7 @@ def run_inference(auditor: Auditor, items: Sequence[Item], folder: Path, save_ov
                   explain: str | None = None, append: bool = False, start_index: int = 0,
                   decode_workers: int | None = None, summary_name: str | None = "summary.json",
                   only_positive: bool = False, display: MapDisplay | None = None, save_raw_maps: bool = False,
-                  settings: dict | None = None) -> InferSummary:
+                  settings: dict | None = None, decode_deadline_s: float = DEFAULT_DEADLINE_S) -> InferSummary:
     """Audit ``items`` in batches of ``auditor.batch_size``. Every item yields exactly one JSONL record, ``ok`` or
     ``error``, unless the run is interrupted (then the items not yet decoded have none, and ``--resume`` does them).
     ``keep_heatmaps`` also keeps each heatmap in ``summary.heatmaps`` (by input index), for scoring.
@@ -225,7 +226,7 @@ def run_inference(auditor: Auditor, items: Sequence[Item], folder: Path, save_ov
     time): the items just done, and the batches waiting for the writer.
     ``only_positive`` saves overlays of the images labelled risk only (every image still gets its record).
     ``settings`` are added to the summary as they are. The summary goes to ``summary_name`` in the folder
-    (``None``: not written)."""
+    (``None``: not written). Each decode runs in a decoder process and is stopped after ``decode_deadline_s``."""
     if explain:
         check_method(auditor.artifact, explain)
     if display is None:
@@ -241,6 +242,7 @@ def run_inference(auditor: Auditor, items: Sequence[Item], folder: Path, save_ov
     workers = decode_workers or min(MAX_DECODE_WORKERS, os.cpu_count() or 1)
     stop = threading.Event()
     start = time.perf_counter()
+    decoder = DecoderPool(workers, deadline_s=decode_deadline_s)
     writer.start()
     pool = ThreadPoolExecutor(workers, thread_name_prefix="decode")
 
@@ -256,7 +258,7 @@ def run_inference(auditor: Auditor, items: Sequence[Item], folder: Path, save_ov
 
     try:
         with stop_on_interrupt(stop, interrupted):
-            for batch in _decoded_batches(pool, items, start_index, auditor.batch_size, stop):
+            for batch in _decoded_batches(pool, decoder, items, start_index, auditor.batch_size, stop):
                 reported = 0
                 writer.jobs.put(_score_batch(auditor, batch, explain, noise_seed=batch[0].index - start_index,
                                              tick=tick if progress is not None and explain else None))
@@ -267,6 +269,7 @@ def run_inference(auditor: Auditor, items: Sequence[Item], folder: Path, save_ov
     finally:
         stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
+        decoder.close()
         writer.jobs.put(None)
         writer.join()
     summary.seconds = time.perf_counter() - start

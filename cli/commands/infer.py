@@ -68,11 +68,14 @@ STRICT_EXIT = 3  # distinct from 1 (nothing audited) and 2 (usage or artifact er
               help="Send the images to a running `auditor-rt serve` at URL instead of loading a model here; then "
                    "every argument is a source (no ARTIFACT).")
 @click.option("--token", envvar="AUDITOR_RT_TOKEN", default=None, help="With --server: its bearer token.")
+@click.option("--decode-timeout", type=click.FloatRange(min=0.1), default=20.0, show_default=True, metavar="SECONDS",
+              help="Images are decoded in separate processes; one that takes longer than this is stopped and "
+                   "gets an error record ('too costly to decode').")
 @backend_options
 def command(artifact, sources, out, batch, recursive, save_overlays, region_threshold, as_json, explain, map_smooth,
             heatmap_scale, save_maps, threshold, name, vid_stride, stream_buffer, read_timeout, reconnect_attempts,
             reconnect_delay, max_frames, duration, save_video, show, only_positive, every_n_seconds, resume_folder,
-            strict, server, token, backend, providers, threads):
+            strict, server, token, decode_timeout, backend, providers, threads):
     """Audit images with an exported ARTIFACT. SOURCES are image files, folders, globs and text files listing
     sources (one per line); or video files, webcam indexes (0) and stream URLs (rtsp://, http:// MJPEG or video),
     each tagged by its source_id."""
@@ -125,7 +128,8 @@ def command(artifact, sources, out, batch, recursive, save_overlays, region_thre
             if images:  # images first, then the videos into the same run folder
                 parts["images"] = _images(auditor, images, folder, recursive, save_overlays, only_positive, explain,
                                           as_json, resume, mixed, view, save_maps,
-                                          {"threshold_source": "--threshold" if threshold is not None else "artifact"})
+                                          {"threshold_source": "--threshold" if threshold is not None else "artifact"},
+                                          decode_timeout)
             if videos:
                 from auditor_rt.runtime.stream_infer import SaveRule
 
@@ -167,7 +171,7 @@ def _write_mixed_summary(folder, parts: dict) -> None:
 
 
 def _images(auditor, sources, folder, recursive, save_overlays, only_positive, explain, as_json, resume,
-            mixed=False, view=None, save_maps=False, settings=None):
+            mixed=False, view=None, save_maps=False, settings=None, decode_timeout=20.0):
     """Image files, folders and globs; returns the summary. ``mixed``: videos follow, so a run whose images all
     failed is not over yet, and the run's summary.json is written once both are done."""
     import json
@@ -195,7 +199,8 @@ def _images(auditor, sources, folder, recursive, save_overlays, only_positive, e
                                 explain=explain, append=resume is not None,
                                 start_index=resume.next_index if resume else 0,
                                 summary_name=None if mixed else "summary.json", only_positive=only_positive,
-                                display=view, save_raw_maps=save_maps, settings=settings)
+                                display=view, save_raw_maps=save_maps, settings=settings,
+                                decode_deadline_s=decode_timeout)
     finally:
         bar.close()
     _warn_ig(summary)

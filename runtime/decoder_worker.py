@@ -1,0 +1,151 @@
+"""A decoder process: decodes the images a ``DecoderPool`` sends it, one at a time, under hard limits.
+
+Run as ``python -m auditor_rt.runtime.decoder_worker --shm-fd N --capacity BYTES --memory BYTES``. It reads
+requests on stdin and answers on stdout (``decoder_protocol``); decoded RGB pixels go into the shared memory the
+pool passed as file descriptor N (a memfd), or over the pipe where there is none (``--shm-fd -1``).
+
+Before the first request the process limits itself, so that a hostile file costs at most one restartable process:
+- its address space to what it has after start-up plus ``--memory`` bytes (``RLIMIT_AS``): an allocation past the
+  budget fails at once instead of filling the machine, and the codec's failure is reported as "too costly";
+- no core files (a crash is expected, not a bug to dump), a few open files, no file writes;
+- it ignores Ctrl-C (the pool decides when it stops) and dies with its parent (``PR_SET_PDEATHSIG``);
+- OpenCV runs single-threaded: the pool's processes are the parallelism.
+A crash or a hang inside a codec is the pool's to handle: it sees the pipe close or the deadline pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import io
+import mmap
+import os
+import signal
+import sys
+
+PR_SET_PDEATHSIG = 1
+
+
+def _harden(memory: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+    try:
+        import resource
+    except ImportError:  # not POSIX: only the deadline bounds a decode
+        return
+    for limit, value in ((resource.RLIMIT_CORE, 0), (resource.RLIMIT_FSIZE, 0), (resource.RLIMIT_NOFILE, 64)):
+        _lower(resource, limit, value)
+    _lower(resource, resource.RLIMIT_AS, _address_space() + memory)
+
+
+def _lower(resource, limit: int, value: int) -> None:
+    """Set the soft and hard limit to ``value`` unless it is already lower (a hard limit can only go down)."""
+    soft, hard = resource.getrlimit(limit)
+    if hard != resource.RLIM_INFINITY:
+        value = min(value, hard)
+    try:
+        resource.setrlimit(limit, (value, value))
+    except (ValueError, OSError):
+        pass
+
+
+def _address_space() -> int:
+    """Bytes of address space mapped now (VmSize), 0 where /proc is not there."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+ERROR_KINDS = {"ImageTooLargeError": "too_large", "DecodeTooCostlyError": "too_costly"}
+
+
+def handle(request: dict, payload, shared: mmap.mmap | None) -> tuple[dict, object]:
+    """The reply header and its payload (None when the pixels went to shared memory) for one request:
+    ``{"path": ...}`` or a payload of encoded bytes, ``max_pixels``, ``full`` (the image at its own size) and
+    ``resize`` ([height, width] of a second, resized copy). The outputs lie one after the other, RGB."""
+    import cv2
+    import numpy as np
+
+    from auditor_rt.runtime.imageio import decode_bgr, read_encoded, resize_image
+
+    max_pixels = int(request["max_pixels"])
+    if "path" in request:
+        name, data = read_encoded(request["path"], max_pixels)
+    else:
+        name, data = request.get("name", "buffer"), np.frombuffer(payload, dtype=np.uint8)
+    bgr = decode_bgr(data, name, max_pixels)
+    sources = [bgr] if request.get("full", True) else []
+    if request.get("resize"):
+        sources.append(resize_image(bgr, tuple(request["resize"])))
+    needed = sum(source.size for source in sources)
+    in_shared = shared is not None and needed <= len(shared)
+    out = np.frombuffer(shared, np.uint8, needed) if in_shared else np.empty(needed, np.uint8)
+    offset = 0
+    for source in sources:
+        cv2.cvtColor(source, cv2.COLOR_BGR2RGB, dst=out[offset:offset + source.size].reshape(source.shape))
+        offset += source.size
+    reply = {"ok": True, "size": list(bgr.shape[:2]), "shapes": [list(source.shape[:2]) for source in sources], "shared": in_shared}
+    if in_shared:
+        del out  # no view of the shared memory may outlive the request, or the pool could not resize it
+        return reply, None
+    return reply, out
+
+
+def serve(stdin: io.RawIOBase, stdout: io.RawIOBase, shared: mmap.mmap | None) -> None:
+    from auditor_rt.runtime.decoder_protocol import PeerGone, read_message, write_message
+    from auditor_rt.runtime.errors import ImageDecodeError
+
+    write_message(stdout, {"ready": True, "pid": os.getpid()})
+    while True:
+        try:
+            request, payload = read_message(stdin)
+        except PeerGone:
+            return  # the pool closed the pipe: time to go
+        try:
+            reply, pixels = handle(request, payload, shared)
+        except ImageDecodeError as exc:
+            reply, pixels = {"ok": False, "kind": ERROR_KINDS.get(type(exc).__name__, "decode"),
+                             "message": str(exc)}, None
+        except MemoryError:
+            reply, pixels = {"ok": False, "kind": "too_costly", "message": "ran out of the decoder's memory"}, None
+        except Exception as exc:  # a bug of ours on an odd file: that image fails, the process goes on
+            reply, pixels = {"ok": False, "kind": "internal", "message": f"{type(exc).__name__}: {exc}"}, None
+        try:
+            write_message(stdout, reply, pixels)
+        except PeerGone:
+            return
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="a decoder process of auditor-rt's DecoderPool")
+    parser.add_argument("--shm-fd", type=int, default=-1)
+    parser.add_argument("--capacity", type=int, default=0)
+    parser.add_argument("--memory", type=int, required=True, help="bytes of address space past start-up")
+    args = parser.parse_args(argv)
+    import cv2  # noqa: F401  (imported before the limit, so that its libraries are mapped within the baseline)
+    import numpy  # noqa: F401
+
+    import auditor_rt.runtime.imageio  # noqa: F401
+
+    cv2.setNumThreads(1)
+    shared = mmap.mmap(args.shm_fd, args.capacity) if args.shm_fd >= 0 and args.capacity else None
+    if not os.environ.get("OPENCV_LOG_LEVEL"):  # the codecs' chatter; set OPENCV_LOG_LEVEL to see it
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+    _harden(args.memory)
+    serve(io.FileIO(0, "rb", closefd=False), io.FileIO(1, "wb", closefd=False), shared)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
