@@ -1,0 +1,89 @@
+"""``infer`` survives files that crash, flood or hang an image decoder: each costs its own error record, and every
+other input of the run is still audited (the decoding runs in decoder processes, ``runtime/decoder_pool.py``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
+from hostile_images import CRASHING_APNG, memory_hungry_png, slow_png  # noqa: E402
+
+from auditor_rt.runtime import infer as infer_module  # noqa: E402
+from auditor_rt.runtime.auditor import Auditor  # noqa: E402
+from auditor_rt.runtime.decoder_pool import DecoderPool  # noqa: E402
+from auditor_rt.runtime.sources import expand_sources  # noqa: E402
+
+
+@pytest.fixture
+def good_images(tmp_path, demo_data) -> list[Path]:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for path in sorted((Path(demo_data.root) / "images" / "test").glob("*.jpg"))[:5]:
+        shutil.copy(path, folder / path.name)
+    return sorted(folder.iterdir())
+
+
+def records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+
+
+def run_infer(python_exe, artifact_dir, tmp_path, *sources, options=()):
+    out = tmp_path / "runs"
+    process = subprocess.run([python_exe, "-c", "from auditor_rt.cli.main import cli; cli()", "infer",
+                              str(artifact_dir), *map(str, sources), "-o", str(out), "--name", "run", *options],
+                             capture_output=True, text=True, timeout=300)
+    return process, out / "run"
+
+
+def test_a_file_that_crashes_the_decoder_costs_one_record(python_exe, artifact_dir, tmp_path, good_images):
+    crash = tmp_path / "images" / "c-crash.png"
+    shutil.copy(CRASHING_APNG, crash)
+    process, run = run_infer(python_exe, artifact_dir, tmp_path, good_images[0].parent)
+    assert process.returncode == 0, process.stderr  # it was 139 (SIGSEGV) with 0 records
+    found = {Path(r["source"]).name: r for r in records(run)}
+    assert len(found) == 6 and sum(r["status"] == "ok" for r in found.values()) == 5
+    assert "decoder crashed" in found["c-crash.png"]["error"] and "SIGSEGV" in found["c-crash.png"]["error"]
+    assert "Traceback" not in process.stderr
+
+
+def test_memory_and_deadline_each_have_their_own_record(python_exe, artifact_dir, tmp_path, good_images):
+    hungry, slow = tmp_path / "hungry.png", tmp_path / "slow.png"
+    hungry.write_bytes(memory_hungry_png())
+    slow.write_bytes(slow_png())
+    process, run = run_infer(python_exe, artifact_dir, tmp_path, good_images[0], hungry, slow, good_images[1],
+                             options=("--decode-timeout", "0.2"))
+    assert process.returncode == 0, process.stderr
+    found = records(run)
+    assert [r["status"] for r in found] == ["ok", "error", "error", "ok"]
+    assert "too costly to decode" in found[1]["error"] and "memory" in found[1]["error"]
+    assert "too costly to decode" in found[2]["error"] and "deadline of 0.2 s" in found[2]["error"]
+
+
+class KillingPool(DecoderPool):
+    """Kills the decoder process with a real SIGKILL 0.15 s into the decode of a file named kill-me*."""
+
+    def _run(self, process, request, payload, name):
+        if "kill-me" in name:
+            threading.Timer(0.15, os.kill, (process.popen.pid, signal.SIGKILL)).start()
+        return super()._run(process, request, payload, name)
+
+
+def test_a_decoder_killed_by_a_signal_mid_run(artifact_dir, tmp_path, good_images, monkeypatch):
+    victim = tmp_path / "kill-me.png"
+    victim.write_bytes(slow_png())
+    monkeypatch.setattr(infer_module, "DecoderPool", KillingPool)
+    items = expand_sources([str(good_images[0]), str(victim), *map(str, good_images[1:])])
+    with Auditor.load(artifact_dir, batch_size=2) as auditor:
+        summary = infer_module.run_inference(auditor, items, tmp_path / "run", save_overlays=False)
+    assert (summary.ok, summary.errors) == (5, 1)
+    assert "killed by SIGKILL" in summary.records[1]["error"]
+    assert [r["index"] for r in records(tmp_path / "run")] == list(range(6))
