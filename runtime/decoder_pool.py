@@ -54,7 +54,7 @@ class Decoded:
 class _Process:
     """One decoder process, its pipes and its shared memory."""
 
-    def __init__(self, capacity: int, memory: int):
+    def __init__(self, capacity: int, memory: int, max_pixels: int):
         self.capacity = capacity
         self.fd = os.memfd_create("auditor-rt-decoder") if hasattr(os, "memfd_create") and capacity else -1
         self.shared = None
@@ -64,8 +64,10 @@ class _Process:
         command = [sys.executable, "-m", "auditor_rt.runtime.decoder_worker", "--shm-fd", str(self.fd),
                    "--capacity", str(capacity if self.fd >= 0 else 0), "--memory", str(memory)]
         debug = bool(os.environ.get("OPENCV_LOG_LEVEL"))
+        # OpenCV's own pixel limit (read once, at import) follows the pool's, so that neither refuses first.
+        environment = {**os.environ, "OPENCV_IO_MAX_IMAGE_PIXELS": str(max_pixels)}
         self.popen = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0,
-                                      stderr=None if debug else subprocess.DEVNULL,
+                                      env=environment, stderr=None if debug else subprocess.DEVNULL,
                                       pass_fds=(self.fd,) if self.fd >= 0 else (), start_new_session=True)
         self.requests: io.RawIOBase = self.popen.stdin
         self.replies: io.RawIOBase = self.popen.stdout
@@ -130,7 +132,7 @@ class DecoderPool:
                  full_images: bool = True, resize: tuple[int, int] | None = None, memory: int | None = None):
         if workers < 1:
             raise ValueError("a DecoderPool needs at least one worker")
-        self.max_pixels, self.deadline_s = int(max_pixels), float(deadline_s)
+        self.workers, self.max_pixels, self.deadline_s = workers, int(max_pixels), float(deadline_s)
         self.full_images, self.resize = full_images, tuple(resize) if resize else None
         resized_bytes = resize[0] * resize[1] * 3 if resize else 0
         self.capacity = (self.max_pixels * 3 if full_images else 0) + resized_bytes
@@ -171,6 +173,18 @@ class DecoderPool:
                 process = self._replace(process)
             self._idle.put(process)
 
+    def warm_up(self) -> None:
+        """Wait until every process has started (python, numpy and OpenCV imported), so that the first images do
+        not pay for it."""
+        taken = [self._idle.get() for _ in range(self.workers)]
+        try:
+            for process in taken:
+                if not process.ready:
+                    self._await_ready(process)
+        finally:
+            for process in taken:
+                self._idle.put(process)
+
     def pids(self) -> list[int]:
         """The decoder processes' ids (for monitoring, and for tests that kill one on purpose)."""
         with self._lock:
@@ -192,7 +206,7 @@ class DecoderPool:
     # ---- inside ------------------------------------------------------------------------------------------------------
 
     def _spawn(self) -> _Process:
-        process = _Process(self.capacity, self.memory)
+        process = _Process(self.capacity, self.memory, self.max_pixels)
         with self._lock:
             self._all.add(process)
         return process

@@ -28,21 +28,30 @@ from auditor_rt.cli.options import backend_options
 @click.option("--grace-s", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="On SIGTERM: how long the requests in flight may take to finish.")
 @click.option("--decode-workers", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Threads that decode, resize and encode off the event loop.")
+              help="Decoder processes (a file that crashes one costs a 422, not the server), and the threads that "
+                   "feed them and encode results off the event loop.")
+@click.option("--decode-timeout-ms", type=click.FloatRange(min=1), default=5_000, show_default=True,
+              help="A decode that takes longer is stopped: 413 'too costly to decode'.")
+@click.option("--formats", default="jpeg,png,webp,bmp,tiff,gif", show_default=True, metavar="LIST",
+              help="Image formats accepted, told by their bytes; others get 415 before any decoder runs. Choose "
+                   "from jpeg, png, apng, webp, bmp, tiff, gif, jp2, pnm, pfm, hdr, sunras, avif, exr, or all.")
 @click.option("--simulate-model-ms", type=click.FloatRange(min=0), default=0.0, hidden=True,
               help="Add this to every model call (load tests of batching and the queue bound).")
 @backend_options
 def command(artifact, host, port, token, max_batch, max_delay_ms, max_queue, max_wait_ms, timeout_ms, max_body_mb,
-            max_pixels, grace_s, decode_workers, simulate_model_ms, backend, providers, threads):
+            max_pixels, grace_s, decode_workers, decode_timeout_ms, formats, simulate_model_ms, backend, providers,
+            threads):
     """Serve ARTIFACT over HTTP: POST /v1/audit with image bytes (or multipart with several) returns scores,
     regions and heatmaps; requests are batched dynamically, bounded by a queue, and drained on SIGTERM. Also
     GET /v1/info, /healthz, /readyz and /metrics (Prometheus)."""
     import time
 
     from auditor_rt.cli.options import parse_providers
+    from auditor_rt.runtime.image_formats import parse_formats
     from auditor_rt.runtime.serve.server import bind_socket, require_uvicorn
 
     require_uvicorn()  # a runtime-only install says so before a model is loaded
+    accepted = parse_formats(formats)
     if host not in ("127.0.0.1", "localhost", "::1") and not token:
         click.secho(f"warning: serving on {host} without --token: anyone who can reach this port can use it",
                     fg="yellow", err=True)
@@ -55,6 +64,7 @@ def command(artifact, host, port, token, max_batch, max_delay_ms, max_queue, max
         settings = ServeSettings(max_batch=max_batch, max_delay_ms=max_delay_ms, max_queue=max_queue,
                                  timeout_ms=timeout_ms, max_body_mb=max_body_mb, max_pixels=max_pixels, token=token,
                                  grace_s=grace_s, decode_workers=decode_workers, max_wait_ms=max_wait_ms,
+                                 decode_timeout_ms=decode_timeout_ms, formats=accepted,
                                  simulate_model_ms=simulate_model_ms)
         auditor = Auditor.load(artifact, backend=backend, providers=parse_providers(providers), threads=threads,
                                batch_size=max_batch)  # checks every digest first

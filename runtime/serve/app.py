@@ -21,9 +21,12 @@ import cv2
 import numpy as np
 
 from auditor_rt.runtime.auditor import Auditor
-from auditor_rt.runtime.errors import ImageDecodeError, ImageTooLargeError
+from auditor_rt.runtime.decoder_pool import DecoderPool
+from auditor_rt.runtime.errors import (DecodeTooCostlyError, DecoderCrashError, FormatNotAcceptedError,
+                                       ImageDecodeError, ImageTooLargeError)
 from auditor_rt.runtime.explain import attribution_methods
-from auditor_rt.runtime.imageio import decode_image, resize_image, resize_map
+from auditor_rt.runtime.image_formats import SERVE_DEFAULT, check_accepted
+from auditor_rt.runtime.imageio import resize_map
 from auditor_rt.runtime.serve.batcher import DeadlineExceeded, DynamicBatcher, Overloaded
 from auditor_rt.runtime.serve.http import (IMAGE_TYPES, SNIFFED_TYPES, HttpError, check_declared_length, header,
                                            is_image_type, media_type, multipart_images, query, read_body, respond,
@@ -47,6 +50,8 @@ class ServeSettings:
     token: str | None = None
     grace_s: float = 30.0
     decode_workers: int = 4
+    decode_timeout_ms: float = 5_000.0  # a decode past this is killed: 413 "too costly to decode"
+    formats: tuple = SERVE_DEFAULT  # accepted image formats, told by their bytes (image_formats.FORMATS)
     max_wait_ms: float | None = None  # refuse (503) a request expected to wait longer than this for the model
     simulate_model_ms: float = 0.0  # added to every model call: load tests of the batching and the queue bound
 
@@ -64,6 +69,11 @@ class AuditApp:
         self.auditor, self.settings = auditor, settings
         self.metrics = Metrics()
         self.pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
+        # Decoding happens in processes of their own: a file that crashes or hangs a codec costs one 422 or 413,
+        # not the server. They return the image at the model's size only, and the original size.
+        self.decoder = DecoderPool(settings.decode_workers, max_pixels=settings.max_pixels,
+                                   deadline_s=settings.decode_timeout_ms / 1000, full_images=False,
+                                   resize=tuple(auditor.input_size))
         self.batcher = DynamicBatcher(auditor.run_batch, self._explain, settings.max_batch,
                                       settings.max_delay_ms / 1000, settings.max_queue, self.metrics,
                                       settings.simulate_model_ms / 1000,
@@ -77,10 +87,12 @@ class AuditApp:
     # ---- lifecycle ---------------------------------------------------------------------------------------------------
 
     def warm_up(self) -> None:
-        """One full batch through the model before /readyz says ready (ORT allocates and tunes on first runs)."""
+        """One full batch through the model before /readyz says ready (ORT allocates and tunes on first runs), and
+        every decoder process started and answering."""
         size = self.auditor.input_size
         self.auditor.run_batch(np.zeros((self.settings.max_batch, *size, 3), np.uint8))
         self.auditor.run_batch(np.zeros((1, *size, 3), np.uint8))
+        self.decoder.warm_up()
         self.ready = True
 
     def start_draining(self) -> None:
@@ -90,6 +102,7 @@ class AuditApp:
     def close(self) -> None:
         self.batcher.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.decoder.close()
 
     def _explain(self, images: np.ndarray, method: str) -> list:
         return self.auditor.explain_arrays(list(images), method)
@@ -247,16 +260,26 @@ class AuditApp:
         return {"heatmap": heatmap, "size": size, "explain": explain}
 
     def _decode(self, blobs: list[bytes]) -> list[tuple[np.ndarray, tuple[int, int]]]:
-        """(the image at the model's size, its original (height, width)) for each blob; 400/413 name the image."""
+        """(the image at the model's size, its original (height, width)) for each blob, decoded in the decoder
+        pool. The refusals name the image: 415 for a format outside --formats, 413 past --max-pixels or too
+        costly to decode (memory or deadline), 422 when the file crashed a decoder, 400 when it is unreadable."""
         out = []
         for index, blob in enumerate(blobs):
+            what = f"image {index}"
             try:
-                image = decode_image(blob, max_pixels=self.settings.max_pixels)
+                check_accepted(blob, self.settings.formats, what)
+                decoded = self.decoder.decode(blob, name=what)
+            except FormatNotAcceptedError as exc:
+                raise HttpError(415, str(exc), "unsupported_type") from None
             except ImageTooLargeError as exc:
-                raise HttpError(413, f"image {index}: {_reason(exc)} (--max-pixels)", "too_many_pixels") from None
+                raise HttpError(413, f"{exc} (--max-pixels)", "too_many_pixels") from None
+            except DecodeTooCostlyError as exc:
+                raise HttpError(413, str(exc), "too_costly") from None
+            except DecoderCrashError as exc:
+                raise HttpError(422, str(exc), "decoder_crash") from None
             except ImageDecodeError as exc:
-                raise HttpError(400, f"image {index}: {_reason(exc)}", "bad_image") from None
-            out.append((resize_image(image, self.auditor.input_size), image.shape[:2]))
+                raise HttpError(400, str(exc), "bad_image") from None
+            out.append((decoded.resized, decoded.size))
         return out
 
     def _results(self, decoded, result, options) -> list[dict]:
@@ -323,8 +346,3 @@ class AuditApp:
                 "graphs": graphs, "attribution_methods": self.methods,
                 "backend": getattr(runner, "name", type(runner).__name__),
                 "providers": getattr(runner, "active_providers", []), "limits": self.settings.limits()}
-
-
-def _reason(exc: Exception) -> str:
-    """The cause, without the generic 'buffer: ' that decode_image puts before it."""
-    return str(exc).removeprefix("buffer: ")

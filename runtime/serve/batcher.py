@@ -152,7 +152,7 @@ class DynamicBatcher:
                 job.started = True
                 batch.append(job)
                 size += len(job.images)
-                self.running = size
+                self.running = self.metrics.model_images = size
                 if until is None:
                     until = time.monotonic() + self.max_delay_s
             self.metrics.queue_depth = len(self.queue)
@@ -166,7 +166,7 @@ class DynamicBatcher:
             if batch:
                 self._run(batch)
                 with self.condition:
-                    self.running = 0
+                    self.running = self.metrics.model_images = 0
             elif self.closed and not expired:
                 return
 

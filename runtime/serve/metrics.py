@@ -43,6 +43,7 @@ class Metrics:
         self.batch_size = Histogram(BATCH_BUCKETS)        # images per model call
         self.queue_depth = 0
         self.in_flight = 0
+        self.model_images = 0  # images in the model call under way
 
     def request(self, path: str, status: int) -> None:
         with self.lock:
@@ -80,5 +81,7 @@ class Metrics:
                       "# HELP auditor_queue_depth Requests waiting for the model.",
                       "# TYPE auditor_queue_depth gauge", f"auditor_queue_depth {self.queue_depth}",
                       "# HELP auditor_in_flight Audit requests being handled.",
-                      "# TYPE auditor_in_flight gauge", f"auditor_in_flight {self.in_flight}"]
+                      "# TYPE auditor_in_flight gauge", f"auditor_in_flight {self.in_flight}",
+                      "# HELP auditor_model_images Images in the model call under way.",
+                      "# TYPE auditor_model_images gauge", f"auditor_model_images {self.model_images}"]
         return "\n".join(lines) + "\n"

@@ -76,3 +76,17 @@ def request(url: str, method: str, path: str, body: bytes | None = None, content
 
 def png_bytes(image: np.ndarray) -> bytes:
     return cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1].tobytes()
+
+
+def decoder_pids(server_pid: int) -> list[int]:
+    """The server's decoder processes (children running auditor_rt.runtime.decoder_worker), from /proc."""
+    found = []
+    for task in Path(f"/proc/{server_pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                command = Path(f"/proc/{child}/cmdline").read_bytes()
+            except FileNotFoundError:
+                continue
+            if b"decoder_worker" in command:
+                found.append(int(child))
+    return found

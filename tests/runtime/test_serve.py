@@ -63,7 +63,7 @@ def test_the_queue_bound_is_exact(artifact_dir, python_exe):
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:  # until the model has taken the first request
             metrics = request(server.url, "GET", "/metrics")[1].decode()
-            if "auditor_in_flight 1" in metrics and "auditor_queue_depth 0" in metrics:
+            if "auditor_model_images 1" in metrics:
                 break
             time.sleep(0.02)
         others = [threading.Thread(target=send) for _ in range(queue + 2)]
