@@ -74,25 +74,28 @@ def declared_size(data) -> tuple[int, int] | None:
 
 def png_is_animated(data) -> bool:
     """True when a PNG has an ``acTL`` chunk before its first ``IDAT`` (APNG: "acTL must appear before the first
-    IDAT"). Chunks are walked by their length fields from offset 8 and the walk is bounded: it ends with False at
-    IDAT or IEND, after ``PNG_CHUNK_LIMIT`` chunks, or at a chunk whose length runs past the data."""
+    IDAT"). Chunks are walked by their length fields from offset 8. The answer errs towards True, since a service
+    uses it to keep files away from OpenCV's APNG reader: an ``acTL`` counts even when its own length is broken,
+    and past ``PNG_CHUNK_LIMIT`` chunks, or at a length that runs past the data, any ``acTL`` bytes before the
+    first ``IDAT`` bytes count."""
     view = _byte_view(data)
     if bytes(view[:8]) != PNG_SIGNATURE:
         return False
     position = 8
     for _ in range(PNG_CHUNK_LIMIT):
-        if position + 12 > len(view):  # length (4), type (4), data, CRC (4)
+        if position + 8 > len(view):  # length (4) and type (4)
             return False
-        length = struct.unpack_from(">I", view, position)[0]
         kind = bytes(view[position + 4:position + 8])
-        if position + 12 + length > len(view):
-            return False
         if kind == b"acTL":
             return True
         if kind in (b"IDAT", b"IEND"):
             return False
-        position += 12 + length
-    return False
+        position += 12 + struct.unpack_from(">I", view, position)[0]  # length, type, data, CRC
+        if position > len(view):
+            break
+    rest = bytes(view[8:])
+    image_data = rest.find(b"IDAT")
+    return b"acTL" in (rest if image_data < 0 else rest[:image_data])
 
 
 def _byte_view(data):

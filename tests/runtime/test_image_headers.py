@@ -567,16 +567,18 @@ def test_png_is_animated():
     assert png_is_animated(animated) and png_is_animated(built("apng-default-image-apart"))
     assert png_is_animated(bytearray(animated)) and png_is_animated(np.frombuffer(animated, np.uint8))
     acTL = animated.index(b"acTL") - 4
-    assert all(not png_is_animated(animated[:length]) for length in range(0, acTL + 12 + 8))  # acTL cut short
-    assert png_is_animated(animated[:acTL + 20])  # acTL complete: length, type, 8 bytes of data, CRC
-    for garbage in (b"", b"\x89PNG", b"\x89PNG\r\n\x1a\n", b"\x89PNG\r\n\x1a\n\xff\xff\xff\xffacTL",
-                    b"GIF89a" + animated[6:], bytes(300), built("jpeg-baseline")):
+    assert all(not png_is_animated(animated[:length]) for length in range(0, acTL + 8))  # cut before its type
+    # from its type on, it counts, cut short or not: OpenCV's APNG reader would see it
+    assert all(png_is_animated(animated[:length]) for length in range(acTL + 8, acTL + 21))
+    assert png_is_animated(b"\x89PNG\r\n\x1a\n\xff\xff\xff\xffacTL")  # a broken length does not hide it
+    for garbage in (b"", b"\x89PNG", b"\x89PNG\r\n\x1a\n", b"GIF89a" + animated[6:], bytes(300),
+                    built("jpeg-baseline")):
         assert png_is_animated(garbage) is False
 
 
 def test_png_is_animated_walks_chunks_not_bytes():
-    """acTL after the first IDAT does not make an APNG; 'acTL' inside another chunk's data is not a chunk; the walk
-    stops after 64 chunks."""
+    """acTL after the first IDAT does not make an APNG; 'acTL' inside another chunk's data is not a chunk while the
+    walk lasts; past 64 chunks any 'acTL' bytes before the first 'IDAT' bytes count (no APNG slips through)."""
     signature, header = b"\x89PNG\r\n\x1a\n", png_chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
     actl, idat, end = png_chunk(b"acTL", struct.pack(">II", 2, 0)), png_chunk(b"IDAT", zlib.compress(b"\0\0")), \
         png_chunk(b"IEND", b"")
@@ -585,7 +587,10 @@ def test_png_is_animated_walks_chunks_not_bytes():
     assert not png_is_animated(signature + header + png_chunk(b"tEXt", b"k\0" + actl) + idat + end)
     text = png_chunk(b"tEXt", b"k\0v")
     assert png_is_animated(signature + header + text * 62 + actl + idat + end)  # the 64th chunk
-    assert not png_is_animated(signature + header + text * 63 + actl + idat + end)  # the 65th: past the bound
+    assert png_is_animated(signature + header + text * 63 + actl + idat + end)  # the 65th: by its bytes
+    assert not png_is_animated(signature + header + text * 63 + idat + actl + end)  # after IDAT: still not
+    hidden = png_chunk(b"tEXt", b"k\0" + actl)
+    assert png_is_animated(signature + header + text * 63 + hidden + idat + end)  # past the bound: errs to True
 
 
 def test_png_is_animated_on_the_corpus_apng():
