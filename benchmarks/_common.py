@@ -118,6 +118,7 @@ class OutsideLoad:
 
     def __exit__(self, *exc) -> None:
         busy, own, wall = self._busy_s(), self._own_s(), time.perf_counter()
+        self.seconds = wall - self._start[2]
         if busy is not None and self._start[0] is not None:
             self.cores = max(0.0, ((busy - self._start[0]) - (own - self._start[1])) / (wall - self._start[2]))
 

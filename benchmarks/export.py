@@ -17,13 +17,15 @@ import functools
 import importlib
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import cpu_model, load_average  # noqa: E402
 
 DEFAULT_METHODS = "saliency,gradxinput,ig,smoothgrad,gradcam,gradcam++"
 
@@ -89,23 +91,6 @@ def make_checkpoint(backbone: str, folder: Path, size: int = 224) -> Path:
               "threshold": 0.5}
     save_checkpoint(folder, config, head, model, info)
     return folder
-
-
-def load_average() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "unknown"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def run_once(checkpoint: Path, methods: list[str], out: Path, ig_steps: int) -> tuple[float, dict[str, float]]:

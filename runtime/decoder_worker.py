@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import io
 import mmap
 import os
 import signal
@@ -68,61 +67,76 @@ def _address_space() -> int:
 ERROR_KINDS = {"ImageTooLargeError": "too_large", "DecodeTooCostlyError": "too_costly"}
 
 
-def handle(request: dict, payload, shared: mmap.mmap | None) -> tuple[dict, object]:
-    """The reply header and its payload (None when the pixels went to shared memory) for one request:
-    ``{"path": ...}`` or a payload of encoded bytes, ``max_pixels``, ``full`` (the image at its own size) and
-    ``resize`` ([height, width] of a second, resized copy). The outputs lie one after the other, RGB."""
+def handle(item: dict, data, shared: mmap.mmap | None, offset: int) -> tuple[dict, object, int]:
+    """(the reply header, its payload, the next free offset) for one item: ``{"path": ...}`` or encoded bytes in
+    ``data``, ``max_pixels``, ``full`` (the image at its own size) and ``resize`` ([height, width] of a resized
+    copy). The outputs are RGB, one after the other, in the shared memory from ``offset`` on where they fit (the
+    payload is then None), else in the payload."""
     import cv2
     import numpy as np
 
     from auditor_rt.runtime.imageio import decode_bgr, read_encoded, resize_image
 
-    max_pixels = int(request["max_pixels"])
-    if "path" in request:
-        name, data = read_encoded(request["path"], max_pixels)
+    max_pixels = int(item["max_pixels"])
+    if "path" in item:
+        name, encoded = read_encoded(item["path"], max_pixels)
     else:
-        name, data = request.get("name", "buffer"), np.frombuffer(payload, dtype=np.uint8)
-    bgr = decode_bgr(data, name, max_pixels)
-    sources = [bgr] if request.get("full", True) else []
-    if request.get("resize"):
-        sources.append(resize_image(bgr, tuple(request["resize"])))
+        name, encoded = item.get("name", "buffer"), np.frombuffer(data, dtype=np.uint8)
+    bgr = decode_bgr(encoded, name, max_pixels)
+    sources = [bgr] if item.get("full", True) else []
+    if item.get("resize"):
+        sources.append(resize_image(bgr, tuple(item["resize"])))
     needed = sum(source.size for source in sources)
-    in_shared = shared is not None and needed <= len(shared)
-    out = np.frombuffer(shared, np.uint8, needed) if in_shared else np.empty(needed, np.uint8)
-    offset = 0
+    in_shared = shared is not None and offset + needed <= len(shared)
+    out = np.frombuffer(shared, np.uint8, needed, offset) if in_shared else np.empty(needed, np.uint8)
+    at = 0
     for source in sources:
-        cv2.cvtColor(source, cv2.COLOR_BGR2RGB, dst=out[offset:offset + source.size].reshape(source.shape))
-        offset += source.size
-    reply = {"ok": True, "size": list(bgr.shape[:2]), "shapes": [list(source.shape[:2]) for source in sources], "shared": in_shared}
+        cv2.cvtColor(source, cv2.COLOR_BGR2RGB, dst=out[at:at + source.size].reshape(source.shape))
+        at += source.size
+    reply = {"ok": True, "size": list(bgr.shape[:2]), "shapes": [list(source.shape[:2]) for source in sources]}
     if in_shared:
         del out  # no view of the shared memory may outlive the request, or the pool could not resize it
-        return reply, None
-    return reply, out
+        return {**reply, "offset": offset}, None, offset + needed
+    return reply, out, offset
 
 
-def serve(stdin: io.RawIOBase, stdout: io.RawIOBase, shared: mmap.mmap | None) -> None:
-    from auditor_rt.runtime.decoder_protocol import PeerGone, read_message, write_message
+def _answer(item: dict, data, shared: mmap.mmap | None, offset: int) -> tuple[dict, object, int]:
+    """``handle``, with every failure turned into an error reply: the image fails, the process goes on."""
     from auditor_rt.runtime.errors import ImageDecodeError
 
-    write_message(stdout, {"ready": True, "pid": os.getpid()})
+    try:
+        return handle(item, data, shared, offset)
+    except ImageDecodeError as exc:
+        return {"ok": False, "kind": ERROR_KINDS.get(type(exc).__name__, "decode"), "message": str(exc)}, None, offset
+    except MemoryError:
+        return {"ok": False, "kind": "too_costly", "message": "ran out of the decoder's memory"}, None, offset
+    except Exception as exc:  # a bug of ours on an odd file
+        return {"ok": False, "kind": "internal", "message": f"{type(exc).__name__}: {exc}"}, None, offset
+
+
+def serve(requests: int, replies: int, shared: mmap.mmap | None) -> None:
+    """Answer requests on file descriptor ``requests`` on ``replies`` until the pool closes its end. A request
+    holds a list of items (their encoded bytes, if any, one after the other in its payload); each item gets a
+    reply of its own as soon as it is decoded, so that the pool knows which item a crash or a hang belongs to."""
+    from auditor_rt.runtime.decoder_protocol import MessageReader, PeerGone, write_message
+
+    reader = MessageReader(requests)
+    write_message(replies, {"ready": True, "pid": os.getpid()})
     while True:
         try:
-            request, payload = read_message(stdin)
+            request, payload = reader.read()
         except PeerGone:
             return  # the pool closed the pipe: time to go
-        try:
-            reply, pixels = handle(request, payload, shared)
-        except ImageDecodeError as exc:
-            reply, pixels = {"ok": False, "kind": ERROR_KINDS.get(type(exc).__name__, "decode"),
-                             "message": str(exc)}, None
-        except MemoryError:
-            reply, pixels = {"ok": False, "kind": "too_costly", "message": "ran out of the decoder's memory"}, None
-        except Exception as exc:  # a bug of ours on an odd file: that image fails, the process goes on
-            reply, pixels = {"ok": False, "kind": "internal", "message": f"{type(exc).__name__}: {exc}"}, None
-        try:
-            write_message(stdout, reply, pixels)
-        except PeerGone:
-            return
+        offset = position = 0
+        for item in request["items"]:
+            size = int(item.get("bytes", 0))
+            data = payload[position:position + size] if size else None
+            position += size
+            reply, pixels, offset = _answer(item, data, shared, offset)
+            try:
+                write_message(replies, reply, pixels)
+            except PeerGone:
+                return
 
 
 def main(argv=None) -> int:
@@ -143,7 +157,7 @@ def main(argv=None) -> int:
         os.dup2(devnull, 2)
         os.close(devnull)
     _harden(args.memory)
-    serve(io.FileIO(0, "rb", closefd=False), io.FileIO(1, "wb", closefd=False), shared)
+    serve(0, 1, shared)
     return 0
 
 

@@ -151,3 +151,15 @@ def _alive(pid: int) -> bool:
             return stat.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_decode_many_blames_only_the_item_that_crashed(pool, tmp_path):
+    good = [png(_photo(seed=seed)) for seed in range(4)]
+    (tmp_path / "p.png").write_bytes(good[3])
+    sources = [good[0], CRASHING_APNG, good[1], tmp_path / "missing.png", good[2], tmp_path / "p.png"]
+    outcomes = pool.decode_many(sources, names=[f"s{i}" for i in range(len(sources))])
+    assert [type(outcome).__name__ for outcome in outcomes] == [
+        "Decoded", outcomes[1].__class__.__name__, "Decoded", "ImageDecodeError", "Decoded", "Decoded"]
+    assert isinstance(outcomes[1], (DecoderCrashError, DecodeTooCostlyError)) and str(outcomes[1]).startswith("s1:")
+    for outcome, data in zip([outcomes[0], outcomes[2], outcomes[4], outcomes[5]], good):
+        np.testing.assert_array_equal(outcome.image, decode_image(data))

@@ -42,7 +42,7 @@ def test_decode_and_writing_overlap_inference(artifact_dir, tmp_path, monkeypatc
     paths = write_images(tmp_path / "in", 12)
     events: list[tuple[str, float]] = []
     decode_threads: set[str] = set()
-    real_write, real_decode = infer_module.write_rgb, infer_module.decode_image
+    real_write, real_decode = infer_module.write_rgb, infer_module._decode_chunk
 
     def slow_write(path, picture):
         time.sleep(0.04)
@@ -50,12 +50,12 @@ def test_decode_and_writing_overlap_inference(artifact_dir, tmp_path, monkeypatc
         if Path(path).parent.name == "overlays":  # not the contact sheet, written at the end
             events.append(("written", time.perf_counter()))
 
-    def traced_decode(source, *args, **kwargs):
+    def traced_decode(*args, **kwargs):
         decode_threads.add(threading.current_thread().name)
-        return real_decode(source, *args, **kwargs)
+        return real_decode(*args, **kwargs)
 
     monkeypatch.setattr(infer_module, "write_rgb", slow_write)
-    monkeypatch.setattr(infer_module, "decode_image", traced_decode)
+    monkeypatch.setattr(infer_module, "_decode_chunk", traced_decode)
     with Auditor.load(artifact_dir, batch_size=4) as auditor:
         real_audit = auditor.audit_arrays
 
@@ -75,21 +75,21 @@ def test_decode_and_writing_overlap_inference(artifact_dir, tmp_path, monkeypatc
 
 
 def test_records_keep_input_order_whatever_order_decoding_ends(artifact_dir, tmp_path, monkeypatch):
-    """Four decode threads finish in random order; the records still follow the inputs, one per input, with the
-    timings of each stage."""
+    """Four decode threads finish their chunks in random order; the records still follow the inputs, one per input,
+    with the timings of each stage."""
     paths = write_images(tmp_path / "in", 18)
     items = [Item(str(p)) for p in paths]
     items.insert(5, Item(str(tmp_path / "missing.png"), "no such file or folder"))
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     items.insert(11, Item(str(tmp_path / "broken.png")))
-    real_decode = infer_module.decode_image
+    real_decode = infer_module._decode_chunk
     jitter = random.Random(1)
 
-    def jittery_decode(source, *args, **kwargs):
+    def jittery_decode(*args, **kwargs):
         time.sleep(jitter.uniform(0, 0.02))
-        return real_decode(source, *args, **kwargs)
+        return real_decode(*args, **kwargs)
 
-    monkeypatch.setattr(infer_module, "decode_image", jittery_decode)
+    monkeypatch.setattr(infer_module, "_decode_chunk", jittery_decode)
     with Auditor.load(artifact_dir, batch_size=4) as auditor:
         summary = run_inference(auditor, items, tmp_path / "run", decode_workers=4, save_overlays=False)
     rows = records(tmp_path / "run")
