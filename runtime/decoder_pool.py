@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from auditor_rt.runtime.decoder_protocol import MessageReader, PeerGone, write_message
-from auditor_rt.runtime.errors import (DecodeTooCostlyError, DecoderCrashError, ImageDecodeError,
-                                       ImageTooLargeError)
+from auditor_rt.runtime.errors import (DecodeTooCostlyError, DecoderCrashError, DecoderUnavailableError,
+                                       ImageDecodeError, ImageTooLargeError)
 from auditor_rt.runtime.imageio_limits import DEFAULT_MAX_PIXELS, decode_memory_budget
 
 DEFAULT_DEADLINE_S = 20.0   # a 100-megapixel PNG or progressive JPEG decodes in 1-4 s on one core
@@ -295,13 +295,14 @@ class DecoderPool:
 
     def _await_ready(self, process: _Process) -> None:
         if not process.wait_readable(START_DEADLINE_S):
-            raise RuntimeError(f"a decoder process did not start within {START_DEADLINE_S:g} s")
+            raise DecoderUnavailableError(f"an image decoder process did not start within {START_DEADLINE_S:g} s; "
+                                          "is the machine out of memory or processes?")
         try:
             process.replies.read()
         except PeerGone:
-            raise RuntimeError(f"a decoder process failed to start: it {process.death()} (run "
-                               f"`{sys.executable} -m auditor_rt.runtime.decoder_worker --memory 1000000000` "
-                               "to see why)") from None
+            raise DecoderUnavailableError(
+                f"an image decoder process failed to start: it {process.death()} (run `{sys.executable} -m "
+                "auditor_rt.runtime.decoder_worker --memory 1000000000` to see why)") from None
         process.ready = True
 
     def _crashed(self, process: _Process, name: str) -> DecoderCrashError:

@@ -47,6 +47,10 @@ class FormatNotAcceptedError(ImageDecodeError):
     """An image is in a format outside the accepted list (``serve --formats``), or in no known format."""
 
 
+class DecoderUnavailableError(AuditorError):
+    """The image decoder processes cannot start (the Python interpreter or OpenCV cannot be run as a subprocess)."""
+
+
 class DataError(AuditorError):
     """A data set (folder, CSV or JSONL manifest) is malformed or empty."""
 
