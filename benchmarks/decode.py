@@ -96,7 +96,9 @@ def main(argv=None) -> int:
                   f"{'n/a' if outside.cores is None else f'{max(0.0, outside.cores - ours / outside.seconds):.2f} cores'}")
             for name, timing in timings.items():
                 ratio = timing.images_per_s / base
-                print(f"  {name:30s} {timing.images_per_s:8.0f} img/s  ratio {ratio:.3f}")
+                spread = sorted(count / seconds for seconds in timing.seconds)
+                print(f"  {name:30s} {timing.images_per_s:8.0f} img/s (rounds {spread[0]:.0f}-{spread[-1]:.0f})  "
+                      f"ratio {ratio:.3f}")
     return 0
 
 

@@ -4,12 +4,15 @@ A folder of 640x480 JPEGs is generated (``--count`` of them), then three contend
 artifact and batch size, overlays included (``infer``'s default):
 - **model only**: the audit graph on the same images, already decoded and in memory, in the same batches: the
   ceiling;
-- **infer pipeline**: ``run_inference`` (decode threads ahead, batching + inference, a writer thread that draws
-  the overlays and writes the records and the contact sheet), as ``auditor-rt infer`` runs a folder;
+- **infer pipeline**: ``run_inference`` (decode threads ahead, each handing files to a decoder process, batching +
+  inference, a writer thread that draws the overlays and writes the records and the contact sheet), as
+  ``auditor-rt infer`` runs a folder;
+- **infer pipeline, in-process decoding**: the same, with the decode threads calling ``decode_image`` themselves,
+  as infer did before decoding was contained (``--in-process``: what the isolation costs end to end);
 - **naive loop**: one thread that decodes a batch, scores it, draws and writes its overlays and records, then
   decodes the next.
 
-    python benchmarks/images.py --artifact engines/demo [--count 96] [--batch 8]
+    python benchmarks/images.py --artifact engines/demo [--count 96] [--batch 8] [--size 640x480] [--in-process]
 
 Medians of ``--repeats`` interleaved runs, with the ratio to the model-only throughput. On a machine whose cores
 the model already fills, overlapping can only hide waiting (disk), not the CPU that decoding and drawing take.
@@ -28,11 +31,14 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import cpu_model, load_average  # noqa: E402
 from stream import model_only, print_ratios  # noqa: E402
 
 from auditor_rt.runtime import Auditor  # noqa: E402
+from auditor_rt.runtime.decoder_pool import Decoded, DecoderPool  # noqa: E402
+from auditor_rt.runtime.errors import ImageDecodeError  # noqa: E402
 from auditor_rt.runtime.imageio import decode_image  # noqa: E402
-from auditor_rt.runtime.infer import caption_of, render_overlay, run_inference  # noqa: E402
+from auditor_rt.runtime.infer import caption_of, default_decode_workers, render_overlay, run_inference  # noqa: E402
 from auditor_rt.runtime.sources import Item  # noqa: E402
 from auditor_rt.runtime.visualize import draw_caption, write_rgb  # noqa: E402
 
@@ -44,6 +50,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="ORT intra-op threads (default: ORT's)")
+    parser.add_argument("--size", default="640x480", help="WIDTHxHEIGHT of the generated JPEGs")
+    parser.add_argument("--in-process", action="store_true",
+                        help="also run the pipeline with decoding in this process (the cost of isolation)")
     return parser.parse_args(argv)
 
 
@@ -74,8 +83,27 @@ def naive_loop(auditor: Auditor, paths: list[Path], batch: int, out: Path) -> fl
     return len(paths) / (time.perf_counter() - start)
 
 
-def pipeline(auditor: Auditor, paths: list[Path], out: Path) -> float:
-    summary = run_inference(auditor, [Item(str(path)) for path in paths], out)
+class InProcessDecoder:
+    """Stands in for the ``DecoderPool`` in ``run_inference``: each decode thread decodes in this process."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+
+    def decode_many(self, sources):
+        outcomes = []
+        for source in sources:
+            try:
+                image = decode_image(source)
+                outcomes.append(Decoded(image, None, image.shape[:2]))
+            except ImageDecodeError as exc:
+                outcomes.append(exc)
+        return outcomes
+
+
+def pipeline(auditor: Auditor, paths: list[Path], out: Path, decoder=None) -> float:
+    """``decoder``: a started ``DecoderPool`` (as ``auditor-rt infer`` starts one while the model loads), or an
+    ``InProcessDecoder``."""
+    summary = run_inference(auditor, [Item(str(path)) for path in paths], out, decoder=decoder)
     if summary.ok != len(paths):
         raise SystemExit(f"error: the pipeline audited {summary.ok} of {len(paths)} images")
     return summary.ok / summary.seconds
@@ -87,20 +115,29 @@ def main(argv=None) -> int:
         print(f"error: {args.artifact} is not an artifact folder (run `auditor-rt demo` for engines/demo)",
               file=sys.stderr)
         return 2
-    names = ("model only (images in memory)", "infer pipeline", "naive one-thread loop")
+    names = ("model only (images in memory)", "infer pipeline", "naive one-thread loop",
+             "infer pipeline, in-process decoding")[:4 if args.in_process else 3]
+    width, height = (int(v) for v in args.size.lower().split("x"))
     results: dict[str, list[float]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as temp:
         temp = Path(temp)
         (temp / "images").mkdir()
-        paths = generate_images(temp / "images", args.count)
+        paths = generate_images(temp / "images", args.count, (width, height))
         decoded = [decode_image(str(path)) for path in paths]
-        print(f"images: {len(paths)} JPEGs of 640x480; batch {args.batch}; overlays on; artifact {args.artifact}")
-        with Auditor.load(args.artifact, batch_size=args.batch, threads=args.threads) as auditor:
+        print(f"CPU: {cpu_model()}; load average {load_average()}")
+        print(f"images: {len(paths)} JPEGs of {width}x{height}; batch {args.batch}; overlays on; artifact "
+              f"{args.artifact}")
+        with Auditor.load(args.artifact, batch_size=args.batch, threads=args.threads) as auditor, \
+                DecoderPool(default_decode_workers()) as decoder:
+            decoder.warm_up()
             auditor.audit_arrays(decoded[:args.batch])  # warm-up
             for round_ in range(args.repeats):
                 results[names[0]].append(model_only(auditor, decoded, args.batch))
-                results[names[1]].append(pipeline(auditor, paths, temp / f"run{round_}"))
+                results[names[1]].append(pipeline(auditor, paths, temp / f"run{round_}", decoder))
                 results[names[2]].append(naive_loop(auditor, paths, args.batch, temp / f"naive{round_}"))
+                if args.in_process:
+                    in_process = InProcessDecoder(decoder.workers)
+                    results[names[3]].append(pipeline(auditor, paths, temp / f"inproc{round_}", in_process))
     print_ratios(results, names[0], "img/s")
     return 0
 

@@ -19,29 +19,22 @@ from __future__ import annotations
 import mmap
 import os
 import queue
-import select
-import signal
-import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from auditor_rt.runtime.decoder_protocol import MessageReader, PeerGone, write_message
+from auditor_rt.runtime.decoder_process import DecoderProcess
+from auditor_rt.runtime.decoder_protocol import CONTROL, PeerGone, read_started, write_message
 from auditor_rt.runtime.errors import (DecodeTooCostlyError, DecoderCrashError, DecoderUnavailableError,
                                        ImageDecodeError, ImageTooLargeError)
 from auditor_rt.runtime.imageio_limits import DEFAULT_MAX_PIXELS, decode_memory_budget
 
 DEFAULT_DEADLINE_S = 20.0   # a 100-megapixel PNG or progressive JPEG decodes in 1-4 s on one core
 START_DEADLINE_S = 60.0     # python + numpy + cv2 import, on a loaded machine
-RELEASE_BYTES = 64 << 20    # shared pages past this are handed back to the system after each decode
-# glibc gives each buffer over its mmap threshold fresh pages from the kernel, and raises the threshold only to the
-# size of the last one freed, so every decoded image of the same size faults in afresh: at 1080p that is about
-# 1,500 page faults, 40% of a decode's CPU on the machines measured (benchmarks/decode.py). A fixed threshold of
-# 32 MiB (glibc's maximum) keeps buffers up to 4K in the heap, where the next decode reuses them; past 64 MiB of
-# free heap, memory goes back to the system.
-MALLOC_TUNING = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=67108864"
+RELEASE_BYTES = 64 << 20    # shared pages past this are handed back to the system after each round trip
 ERRORS = {"too_large": ImageTooLargeError, "too_costly": DecodeTooCostlyError}
 
 
@@ -53,83 +46,6 @@ class Decoded:
     image: np.ndarray | None
     resized: np.ndarray | None
     size: tuple[int, int]
-
-
-class _Process:
-    """One decoder process, its pipes and its shared memory."""
-
-    def __init__(self, capacity: int, memory: int, max_pixels: int, tuned_malloc: bool = True):
-        self.capacity = capacity
-        self.fd = os.memfd_create("auditor-rt-decoder") if hasattr(os, "memfd_create") and capacity else -1
-        self.shared = None
-        if self.fd >= 0:
-            os.ftruncate(self.fd, capacity)
-            self.shared = mmap.mmap(self.fd, capacity)
-        command = [sys.executable, "-m", "auditor_rt.runtime.decoder_worker", "--shm-fd", str(self.fd),
-                   "--capacity", str(capacity if self.fd >= 0 else 0), "--memory", str(memory)]
-        debug = bool(os.environ.get("OPENCV_LOG_LEVEL"))
-        # OpenCV's own pixel limit (read once, at import) follows the pool's, so that neither refuses first.
-        environment = {**os.environ, "OPENCV_IO_MAX_IMAGE_PIXELS": str(max_pixels)}
-        if tuned_malloc:
-            environment["GLIBC_TUNABLES"] = ":".join(filter(None, [os.environ.get("GLIBC_TUNABLES"), MALLOC_TUNING]))
-        self.popen = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0,
-                                      env=environment, stderr=None if debug else subprocess.DEVNULL,
-                                      pass_fds=(self.fd,) if self.fd >= 0 else (), start_new_session=True)
-        self.requests = self.popen.stdin.fileno()
-        self.replies = MessageReader(self.popen.stdout.fileno())
-        self.ready = False
-        self.clean = True  # False from a request until its whole reply is read
-
-    def wait_readable(self, seconds: float) -> bool:
-        if self.replies.buffered():
-            return True
-        readable, _, _ = select.select([self.replies.fd], [], [], max(0.0, seconds))
-        return bool(readable)
-
-    def kill(self) -> None:
-        if self.popen.poll() is None:
-            try:
-                self.popen.kill()
-            except OSError:
-                pass
-        for stream in (self.popen.stdin, self.popen.stdout):
-            try:
-                stream.close()
-            except OSError:
-                pass
-        try:
-            self.popen.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
-        if self.shared is not None:
-            self.shared.close()
-            os.close(self.fd)
-            self.shared = None
-
-    def close(self, grace: float = 2.0) -> None:
-        """Ask the process to end (its stdin closes), then make sure it has."""
-        try:
-            self.popen.stdin.close()
-        except OSError:
-            pass
-        try:
-            self.popen.wait(grace)
-        except subprocess.TimeoutExpired:
-            pass
-        self.kill()
-
-    def death(self) -> str:
-        """How the process ended, in words, for the error of the image it was decoding."""
-        try:
-            code = self.popen.wait(2)
-        except subprocess.TimeoutExpired:
-            return "stopped answering"
-        if code < 0:
-            try:
-                return f"was killed by {signal.Signals(-code).name}"
-            except ValueError:
-                return f"was killed by signal {-code}"
-        return f"exited with status {code}"
 
 
 class DecoderPool:
@@ -148,8 +64,8 @@ class DecoderPool:
         self.memory = memory if memory is not None else decode_memory_budget(self.max_pixels)
         self.tuned_malloc = tuned_malloc
         self.crashes = self.timeouts = 0
-        self._idle: queue.SimpleQueue[_Process] = queue.SimpleQueue()
-        self._all: set[_Process] = set()
+        self._idle: queue.SimpleQueue[DecoderProcess] = queue.SimpleQueue()
+        self._all: set[DecoderProcess] = set()
         self._lock = threading.Lock()
         self._closed = False
         for _ in range(workers):
@@ -166,24 +82,28 @@ class DecoderPool:
         return outcome
 
     def decode_many(self, sources, names=None) -> list:
-        """Decode several sources with one round trip to one process (at 224 px the round trip costs about a third
-        of a decode). Each source gets its ``Decoded`` or its ``ImageDecodeError``, in order; after a crash or a
-        deadline, the sources not yet decoded go to a fresh process, and nothing is blamed on them."""
+        """Decode several sources with one round trip to one process (at 224 px a round trip costs about a third
+        of a decode). Each source gets its ``Decoded`` or its ``ImageDecodeError``, in order. A crash or a
+        deadline is blamed on the item the process had started; the others go to a fresh process."""
         if self._closed:
             raise RuntimeError("the DecoderPool is closed")
         items = [self._item(source, name) for source, name in zip(sources, names or [None] * len(sources))]
-        outcomes: list = []
-        while len(outcomes) < len(items):
+        outcomes: list = [None] * len(items)
+        todo = list(range(len(items)))
+        while todo:
             process = self._idle.get()
-            if process.popen.poll() is not None:  # died while idle (killed from outside): not an image's doing
+            if not process.alive():  # died while idle (killed from outside): not an image's doing
                 process = self._replace(process)
             process.clean = False
             try:
-                self._run(process, items[len(outcomes):], outcomes)
+                settled = self._run(process, [items[index] for index in todo])
             finally:
                 if not process.clean:  # it crashed, hung, or was interrupted mid-message: start afresh
                     process = self._replace(process)
                 self._idle.put(process)
+            for position, outcome in settled.items():
+                outcomes[todo[position]] = outcome
+            todo = [index for position, index in enumerate(todo) if position not in settled]
         return outcomes
 
     def warm_up(self) -> None:
@@ -201,7 +121,7 @@ class DecoderPool:
     def pids(self) -> list[int]:
         """The decoder processes' ids (for monitoring, and for tests that kill one on purpose)."""
         with self._lock:
-            return [process.popen.pid for process in self._all]
+            return [process.pid for process in self._all]
 
     def close(self) -> None:
         self._closed = True
@@ -218,13 +138,13 @@ class DecoderPool:
 
     # ---- inside ------------------------------------------------------------------------------------------------------
 
-    def _spawn(self) -> _Process:
-        process = _Process(self.capacity, self.memory, self.max_pixels, self.tuned_malloc)
+    def _spawn(self) -> DecoderProcess:
+        process = DecoderProcess(self.capacity, self.memory, self.max_pixels, self.tuned_malloc)
         with self._lock:
             self._all.add(process)
         return process
 
-    def _replace(self, process: _Process) -> _Process:
+    def _replace(self, process: DecoderProcess) -> DecoderProcess:
         process.kill()
         with self._lock:
             self._all.discard(process)
@@ -243,37 +163,51 @@ class DecoderPool:
         item.update(name=name or "buffer", bytes=len(data))
         return item, data, item["name"]
 
-    def _run(self, process: _Process, items: list, outcomes: list) -> None:
-        """Send ``items`` to ``process`` in one message and append an outcome to ``outcomes`` for each reply. A
-        crash or a deadline ends the batch at the item it happened on (``process.clean`` stays False)."""
+    def _run(self, process: DecoderProcess, items: list) -> dict:
+        """Send ``items`` to ``process`` in one message; {position: outcome} for the items it settled: all of them,
+        or, after a crash or a deadline, only the one the process had started (``process.clean`` stays False)."""
         if not process.ready:
             self._await_ready(process)
         payloads = [data for _, data, _ in items if data is not None]
         payload = b"".join(payloads) if len(payloads) > 1 else (payloads[0] if payloads else None)
+        started = self._mark_sent(process)
         try:
             write_message(process.requests, {"items": [item for item, _, _ in items]}, payload)
         except PeerGone:
-            outcomes.append(self._crashed(process, items[0][2]))
-            return
-        used = 0
-        for _, _, name in items:
-            if not process.wait_readable(self.deadline_s):
+            return {0: self._crashed(process, items[0][2])}
+        while not process.wait_readable(started[1] + self.deadline_s - time.monotonic()):
+            now = read_started(process.shared)
+            if now == started:  # no item started since the last look: the current one is past its deadline
+                position = max(now[0], 1) - 1
                 self.timeouts += 1
-                outcomes.append(DecodeTooCostlyError(f"{name}: too costly to decode: the decoder took longer than "
-                                                     f"the deadline of {self.deadline_s:g} s and was stopped"))
-                return
-            try:
-                reply, pixels = process.replies.read()
-            except (PeerGone, ValueError):
-                outcomes.append(self._crashed(process, name))
-                return
-            outcomes.append(self._outcome(process, reply, pixels, name))
-            used = max(used, reply.get("end", 0))
+                return {position: DecodeTooCostlyError(
+                    f"{items[position][2]}: too costly to decode: the decoder took longer than the deadline of "
+                    f"{self.deadline_s:g} s and was stopped")}
+            started = now
+        try:
+            reply, pixels = process.replies.read()
+        except (PeerGone, ValueError):
+            position = max(read_started(process.shared)[0], 1) - 1
+            return {position: self._crashed(process, items[position][2])}
         process.clean = True
+        answers = reply.get("items", [])
+        settled = {position: self._outcome(process, answer, pixels, items[position][2])
+                   for position, answer in enumerate(answers[:len(items)])}
+        for position in range(len(answers), len(items)):  # a broken reply: no item may be left unsettled
+            settled[position] = ImageDecodeError(f"{items[position][2]}: the decoder gave no answer for this file")
+        used = max((answer.get("end", 0) for answer in answers), default=0)
         if used > RELEASE_BYTES and hasattr(mmap, "MADV_REMOVE"):
             process.shared.madvise(mmap.MADV_REMOVE, 0, used)  # huge images' pages go back to the system
+        return settled
 
-    def _outcome(self, process: _Process, reply: dict, pixels, name: str):
+    @staticmethod
+    def _mark_sent(process: DecoderProcess) -> tuple[int, float]:
+        """Reset the control block: no item started, the clock running from now."""
+        started = (0, time.monotonic())
+        CONTROL.pack_into(process.shared, 0, *started)
+        return started
+
+    def _outcome(self, process: DecoderProcess, reply: dict, pixels, name: str):
         if not reply.get("ok"):
             error = ERRORS.get(reply.get("kind"), ImageDecodeError)
             message = reply.get("message", "not decoded")
@@ -282,7 +216,7 @@ class DecoderPool:
             return error(message)
         shapes = [tuple(shape) for shape in reply["shapes"]]
         shared = "offset" in reply
-        source, offset = (process.shared, reply["offset"]) if shared else (pixels, 0)
+        source, offset = (process.shared, reply["offset"]) if shared else (pixels, reply.get("payload_at", 0))
         arrays = []
         for height, width in shapes:
             count = height * width * 3
@@ -293,7 +227,7 @@ class DecoderPool:
         resized = arrays.pop(0) if self.resize else None
         return Decoded(image, resized, tuple(reply["size"]))
 
-    def _await_ready(self, process: _Process) -> None:
+    def _await_ready(self, process: DecoderProcess) -> None:
         if not process.wait_readable(START_DEADLINE_S):
             raise DecoderUnavailableError(f"an image decoder process did not start within {START_DEADLINE_S:g} s; "
                                           "is the machine out of memory or processes?")
@@ -305,7 +239,7 @@ class DecoderPool:
                 "auditor_rt.runtime.decoder_worker --memory 1000000000` to see why)") from None
         process.ready = True
 
-    def _crashed(self, process: _Process, name: str) -> DecoderCrashError:
+    def _crashed(self, process: DecoderProcess, name: str) -> DecoderCrashError:
         self.crashes += 1
         return DecoderCrashError(f"{name}: the image decoder crashed on this file (it {process.death()}); the "
                                  "file is damaged or hostile, and nothing else was affected")

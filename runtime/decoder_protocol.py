@@ -5,7 +5,10 @@ payload (encoded image bytes going in; decoded pixels coming back where no share
 pickle: the pool must never unpickle what a process that parses hostile files sends it.
 
 A message costs one ``write`` and, usually, one ``read`` on each side: at 224 px a decode takes about 0.2 ms, so
-the system calls and wake-ups of the round trip are most of what isolation costs.
+the system calls and wake-ups of the round trip are most of what isolation costs. That is also why a request of
+several items gets one reply, at the end: which item is being decoded, and since when, the process writes into
+the first ``CONTROL_BYTES`` of the shared memory instead (``mark_started``), where the pool reads it to blame a
+crash or a hang on the right item without waking up for every image.
 """
 
 from __future__ import annotations
@@ -13,10 +16,24 @@ from __future__ import annotations
 import json
 import os
 import struct
+import time
 
 MAX_HEADER = 1 << 20  # a header longer than this is a broken or hostile peer
 READ_AHEAD = 1 << 16  # bytes asked for in one read: a whole small message
 GATHER_LIMIT = 1 << 20  # payloads up to this are copied behind the header and written in one call
+
+
+CONTROL = struct.Struct("<Qd")  # items started in the current request, and when the last one started (monotonic)
+CONTROL_BYTES = 64  # decoded pixels start here
+
+
+def mark_started(shared, count: int) -> None:
+    """Note in the shared memory that ``count`` items of the current request have started, the last one now."""
+    CONTROL.pack_into(shared, 0, count, time.monotonic())  # CLOCK_MONOTONIC: the same clock in every process
+
+
+def read_started(shared) -> tuple[int, float]:
+    return CONTROL.unpack_from(shared, 0)
 
 
 class PeerGone(Exception):

@@ -2,7 +2,8 @@
 
 Run as ``python -m auditor_rt.runtime.decoder_worker --shm-fd N --capacity BYTES --memory BYTES``. It reads
 requests on stdin and answers on stdout (``decoder_protocol``); decoded RGB pixels go into the shared memory the
-pool passed as file descriptor N (a memfd), or over the pipe where there is none (``--shm-fd -1``).
+pool passed as file descriptor N (a memfd, or a temporary file where there is none), or with the reply when they
+do not fit.
 
 Before the first request the process limits itself, so that a hostile file costs at most one restartable process:
 - its address space to what it has after start-up plus ``--memory`` bytes (``RLIMIT_AS``): an allocation past the
@@ -67,7 +68,7 @@ def _address_space() -> int:
 ERROR_KINDS = {"ImageTooLargeError": "too_large", "DecodeTooCostlyError": "too_costly"}
 
 
-def handle(item: dict, data, shared: mmap.mmap | None, offset: int) -> tuple[dict, object, int]:
+def handle(item: dict, data, shared: mmap.mmap, offset: int) -> tuple[dict, object, int]:
     """(the reply header, its payload, the next free offset) for one item: ``{"path": ...}`` or encoded bytes in
     ``data``, ``max_pixels``, ``full`` (the image at its own size) and ``resize`` ([height, width] of a resized
     copy). The outputs are RGB, one after the other, in the shared memory from ``offset`` on where they fit (the
@@ -87,7 +88,7 @@ def handle(item: dict, data, shared: mmap.mmap | None, offset: int) -> tuple[dic
     if item.get("resize"):
         sources.append(resize_image(bgr, tuple(item["resize"])))
     needed = sum(source.size for source in sources)
-    in_shared = shared is not None and offset + needed <= len(shared)
+    in_shared = offset + needed <= len(shared)
     out = np.frombuffer(shared, np.uint8, needed, offset) if in_shared else np.empty(needed, np.uint8)
     at = 0
     for source in sources:
@@ -95,12 +96,12 @@ def handle(item: dict, data, shared: mmap.mmap | None, offset: int) -> tuple[dic
         at += source.size
     reply = {"ok": True, "size": list(bgr.shape[:2]), "shapes": [list(source.shape[:2]) for source in sources]}
     if in_shared:
-        del out  # no view of the shared memory may outlive the request, or the pool could not resize it
+        del out  # no view of the shared memory may outlive the request
         return {**reply, "offset": offset}, None, offset + needed
     return reply, out, offset
 
 
-def _answer(item: dict, data, shared: mmap.mmap | None, offset: int) -> tuple[dict, object, int]:
+def _answer(item: dict, data, shared: mmap.mmap, offset: int) -> tuple[dict, object, int]:
     """``handle``, with every failure turned into an error reply: the image fails, the process goes on."""
     from auditor_rt.runtime.errors import ImageDecodeError
 
@@ -114,11 +115,12 @@ def _answer(item: dict, data, shared: mmap.mmap | None, offset: int) -> tuple[di
         return {"ok": False, "kind": "internal", "message": f"{type(exc).__name__}: {exc}"}, None, offset
 
 
-def serve(requests: int, replies: int, shared: mmap.mmap | None) -> None:
+def serve(requests: int, replies: int, shared: mmap.mmap) -> None:
     """Answer requests on file descriptor ``requests`` on ``replies`` until the pool closes its end. A request
-    holds a list of items (their encoded bytes, if any, one after the other in its payload); each item gets a
-    reply of its own as soon as it is decoded, so that the pool knows which item a crash or a hang belongs to."""
-    from auditor_rt.runtime.decoder_protocol import MessageReader, PeerGone, write_message
+    holds a list of items (their encoded bytes, if any, one after the other in its payload) and gets one reply
+    with an answer per item; before each item the process marks it as started in the shared memory, so that the
+    pool can tell which item a crash or a hang belongs to."""
+    from auditor_rt.runtime.decoder_protocol import CONTROL_BYTES, MessageReader, PeerGone, mark_started, write_message
 
     reader = MessageReader(requests)
     write_message(replies, {"ready": True, "pid": os.getpid()})
@@ -127,22 +129,28 @@ def serve(requests: int, replies: int, shared: mmap.mmap | None) -> None:
             request, payload = reader.read()
         except PeerGone:
             return  # the pool closed the pipe: time to go
-        offset = position = 0
-        for item in request["items"]:
+        answers, overflow, offset, position, at = [], [], CONTROL_BYTES, 0, 0
+        for index, item in enumerate(request["items"]):
             size = int(item.get("bytes", 0))
             data = payload[position:position + size] if size else None
             position += size
+            mark_started(shared, index + 1)
             reply, pixels, offset = _answer(item, data, shared, offset)
-            try:
-                write_message(replies, reply, pixels)
-            except PeerGone:
-                return
+            if pixels is not None:  # past the shared memory's end: the pixels go with the reply
+                reply["payload_at"] = at
+                overflow.append(pixels)
+                at += pixels.size
+            answers.append(reply)
+        try:
+            write_message(replies, {"items": answers}, b"".join(overflow) if overflow else None)
+        except PeerGone:
+            return
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="a decoder process of auditor-rt's DecoderPool")
-    parser.add_argument("--shm-fd", type=int, default=-1)
-    parser.add_argument("--capacity", type=int, default=0)
+    parser.add_argument("--shm-fd", type=int, required=True, help="the shared memory the pool made (a memfd)")
+    parser.add_argument("--capacity", type=int, required=True, help="its size in bytes")
     parser.add_argument("--memory", type=int, required=True, help="bytes of address space past start-up")
     args = parser.parse_args(argv)
     import cv2  # noqa: F401  (imported before the limit, so that its libraries are mapped within the baseline)
@@ -151,7 +159,7 @@ def main(argv=None) -> int:
     import auditor_rt.runtime.imageio  # noqa: F401
 
     cv2.setNumThreads(1)
-    shared = mmap.mmap(args.shm_fd, args.capacity) if args.shm_fd >= 0 and args.capacity else None
+    shared = mmap.mmap(args.shm_fd, args.capacity)
     if not os.environ.get("OPENCV_LOG_LEVEL"):  # the codecs' chatter; set OPENCV_LOG_LEVEL to see it
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 2)

@@ -111,7 +111,7 @@ def _decoded_batches(pool: ThreadPoolExecutor, decoder: DecoderPool, items: Sequ
     """Batches of decoded items in input order. The threads decode up to two batches ahead, no more, so that
     memory stays bounded however many items there are, in chunks of ``chunk`` items per round trip to a decoder
     process; after ``stop`` nothing new is started."""
-    chunk = max(1, min(MAX_DECODE_CHUNK, size // decoder.workers))
+    chunk = max(1, min(MAX_DECODE_CHUNK, 2 * size // decoder.workers // 2 * 2))
     pending: collections.deque[Future] = collections.deque()
     ready: collections.deque[_Decoded] = collections.deque()
     upcoming = iter(enumerate(items, start=start_index))
@@ -209,6 +209,11 @@ class _ImageWriter(RecordWriter):
         return record
 
 
+def default_decode_workers(requested: int | None = None) -> int:
+    """Decode threads, and decoder processes: one per core, up to ``MAX_DECODE_WORKERS``."""
+    return requested or min(MAX_DECODE_WORKERS, os.cpu_count() or 1)
+
+
 def default_display(auditor, **options) -> MapDisplay:
     """The map display for this auditor: its artifact's absolute heatmap scale where it has one. A remote auditor
     (``--server``) has no local artifact, and its heatmaps keep the per-image scale."""
@@ -223,7 +228,8 @@ def run_inference(auditor: Auditor, items: Sequence[Item], folder: Path, save_ov
                   explain: str | None = None, append: bool = False, start_index: int = 0,
                   decode_workers: int | None = None, summary_name: str | None = "summary.json",
                   only_positive: bool = False, display: MapDisplay | None = None, save_raw_maps: bool = False,
-                  settings: dict | None = None, decode_deadline_s: float = DEFAULT_DEADLINE_S) -> InferSummary:
+                  settings: dict | None = None, decode_deadline_s: float = DEFAULT_DEADLINE_S,
+                  decoder: DecoderPool | None = None) -> InferSummary:
     """Audit ``items`` in batches of ``auditor.batch_size``. Every item yields exactly one JSONL record, ``ok`` or
     ``error``, unless the run is interrupted (then the items not yet decoded have none, and ``--resume`` does them).
     ``keep_heatmaps`` also keeps each heatmap in ``summary.heatmaps`` (by input index), for scoring.
@@ -235,7 +241,9 @@ def run_inference(auditor: Auditor, items: Sequence[Item], folder: Path, save_ov
     time): the items just done, and the batches waiting for the writer.
     ``only_positive`` saves overlays of the images labelled risk only (every image still gets its record).
     ``settings`` are added to the summary as they are. The summary goes to ``summary_name`` in the folder
-    (``None``: not written). Each decode runs in a decoder process and is stopped after ``decode_deadline_s``."""
+    (``None``: not written). Each decode runs in a decoder process and is stopped after ``decode_deadline_s``;
+    ``decoder`` is a ``DecoderPool`` to use (and leave open), e.g. one started while the model loaded, since its
+    processes take about 0.15 s to start; by default the run starts its own (one process per decode thread)."""
     if explain:
         check_method(auditor.artifact, explain)
     if display is None:
@@ -248,10 +256,12 @@ def run_inference(auditor: Auditor, items: Sequence[Item], folder: Path, save_ov
         (folder / "overlays").mkdir(exist_ok=True)
     writer = _ImageWriter(folder, summary, auditor.is_classifier, save_overlays, keep_heatmaps, append, only_positive,
                           display, save_raw_maps)
-    workers = decode_workers or min(MAX_DECODE_WORKERS, os.cpu_count() or 1)
+    workers = decoder.workers if decoder is not None else default_decode_workers(decode_workers)
     stop = threading.Event()
     start = time.perf_counter()
-    decoder = DecoderPool(workers, deadline_s=decode_deadline_s)
+    own_decoder = decoder is None
+    if own_decoder:
+        decoder = DecoderPool(workers, deadline_s=decode_deadline_s)
     writer.start()
     pool = ThreadPoolExecutor(workers, thread_name_prefix="decode")
 
@@ -278,7 +288,8 @@ def run_inference(auditor: Auditor, items: Sequence[Item], folder: Path, save_ov
     finally:
         stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
-        decoder.close()
+        if own_decoder:
+            decoder.close()
         writer.jobs.put(None)
         writer.join()
     summary.seconds = time.perf_counter() - start

@@ -74,10 +74,10 @@ def test_memory_and_deadline_each_have_their_own_record(python_exe, artifact_dir
 class KillingPool(DecoderPool):
     """Kills the decoder process with a real SIGKILL 0.15 s into the decode of a file named kill-me*."""
 
-    def _run(self, process, items, outcomes):
-        if "kill-me" in items[0][2]:  # (request item, bytes, name): the victim is next in line
-            threading.Timer(0.15, os.kill, (process.popen.pid, signal.SIGKILL)).start()
-        return super()._run(process, items, outcomes)
+    def _run(self, process, items):
+        if any("kill-me" in name for _, _, name in items):  # (request item, bytes, name)
+            threading.Timer(0.15, os.kill, (process.pid, signal.SIGKILL)).start()
+        return super()._run(process, items)
 
 
 def test_a_decoder_killed_by_a_signal_mid_run(artifact_dir, tmp_path, good_images, monkeypatch):

@@ -163,3 +163,14 @@ def test_decode_many_blames_only_the_item_that_crashed(pool, tmp_path):
     assert isinstance(outcomes[1], (DecoderCrashError, DecodeTooCostlyError)) and str(outcomes[1]).startswith("s1:")
     for outcome, data in zip([outcomes[0], outcomes[2], outcomes[4], outcomes[5]], good):
         np.testing.assert_array_equal(outcome.image, decode_image(data))
+
+
+def test_decode_many_blames_the_deadline_on_the_item_that_took_it(tmp_path):
+    (tmp_path / "slow.png").write_bytes(slow_png())
+    good = [png(_photo(seed=seed)) for seed in range(3)]
+    with DecoderPool(1, deadline_s=0.1) as pool:
+        pool.warm_up()
+        outcomes = pool.decode_many([good[0], tmp_path / "slow.png", good[1], good[2]])
+    assert isinstance(outcomes[1], DecodeTooCostlyError) and "slow.png" in str(outcomes[1])
+    for outcome, data in zip([outcomes[0], outcomes[2], outcomes[3]], good):
+        np.testing.assert_array_equal(outcome.image, decode_image(data))
