@@ -7,8 +7,9 @@ result of the run, or every request in flight. Here each decode runs in a ``deco
 - a crash costs that image a ``DecoderCrashError``; the process is replaced and the caller goes on;
 - a decode past the deadline is killed and costs a ``DecodeTooCostlyError``; so is one past the memory budget
   (the worker's address space is capped, so the allocation fails at once instead of filling the machine);
-- the pixels come back through shared memory (a memfd per worker, mapped on both sides), so isolation costs one
-  copy of the decoded image and a pipe round trip, not a serialisation.
+- the pixels come back through shared memory (a memfd per process, mapped on both sides), and several files go
+  in one round trip (``decode_many``), so isolation costs one copy of each decoded image and a share of a pipe
+  round trip, not a serialisation: within a few percent of decoding in-process (docs/decoding.md).
 
 The pool is thread-safe: ``decode`` takes an idle worker, or waits for one. Callers on N threads keep N workers
 busy, which is how ``infer``'s decode stage and ``serve``'s thread pool use it.

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
-from hostile_images import CRASHING_APNG, memory_hungry_png, slow_png  # noqa: E402
+from hostile_images import CRASHING_APNG, OS2_BMP, memory_hungry_png, slow_png  # noqa: E402
 
 from auditor_rt.runtime import infer as infer_module  # noqa: E402
 from auditor_rt.runtime.auditor import Auditor  # noqa: E402
@@ -47,11 +47,13 @@ def run_infer(python_exe, artifact_dir, tmp_path, *sources, options=()):
 def test_a_file_that_crashes_the_decoder_costs_one_record(python_exe, artifact_dir, tmp_path, good_images):
     crash = tmp_path / "images" / "c-crash.png"
     shutil.copy(CRASHING_APNG, crash)
+    shutil.copy(OS2_BMP, tmp_path / "images" / "os2.bmp")  # valid: once refused by a misread header
     process, run = run_infer(python_exe, artifact_dir, tmp_path, good_images[0].parent,
                              options=("--decode-timeout", "3"))
     assert process.returncode == 0, process.stderr  # it was 139 (SIGSEGV) with 0 records
     found = {Path(r["source"]).name: r for r in records(run)}
-    assert len(found) == 6 and sum(r["status"] == "ok" for r in found.values()) == 5
+    assert len(found) == 7 and sum(r["status"] == "ok" for r in found.values()) == 6
+    assert found["os2.bmp"]["status"] == "ok" and found["os2.bmp"]["image_size"] == [49, 2]
     # a crash (SIGSEGV or SIGABRT), or a hang stopped at the deadline, by the stack's contents (undefined behaviour)
     error = found["c-crash.png"]["error"]
     assert ("decoder crashed" in error and "killed by SIG" in error) or "deadline of 3 s" in error, error

@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("uvicorn", reason="serve needs the serve extra: pip install '.[serve]'")
 
-from hostile_images import CRASHING_APNG, memory_hungry_png, slow_png  # noqa: E402
+from hostile_images import CRASHING_APNG, OS2_BMP, memory_hungry_png, slow_png  # noqa: E402
 from serve_process import decoder_pids, png_bytes, request, running  # noqa: E402
 
 GOOD = png_bytes(np.full((40, 40, 3), 120, np.uint8))
@@ -62,6 +62,8 @@ def test_crash_memory_and_deadline_each_cost_one_answer(artifact_dir, python_exe
 def test_default_formats_and_a_decoder_killed_mid_request(artifact_dir, python_exe):
     slow_body = slow_png(12000)  # 144 megapixels: about 1.5 s to decode, so the kill lands mid-decode
     with running(python_exe, artifact_dir, "--max-pixels", "200000000", "--decode-workers", "2") as server:
+        status, payload = post(server, OS2_BMP.read_bytes(), "application/octet-stream")
+        assert status == 200 and payload["results"][0]["image_size"] == [49, 2], payload
         status, payload = post(server, CRASHING_APNG.read_bytes())  # APNG is not in the default --formats
         assert status == 415 and "APNG" in payload["error"] and "--formats" in payload["error"]
         status, payload = post(server, b"\x00\x00\x00\x0cjP  \r\n\x87\n" + bytes(40), "image/jp2")
