@@ -12,11 +12,11 @@ import cv2
 import numpy as np
 import pytest
 
-from auditor_rt.runtime.decoder_pool import DecoderPool
+from auditor_rt.runtime.decoder_pool import Decoded, DecoderPool
 from auditor_rt.runtime.errors import DecodeTooCostlyError, DecoderCrashError, ImageDecodeError, ImageTooLargeError
 from auditor_rt.runtime.imageio import decode_image, resize_image
 
-from hostile_images import CRASHING_APNG, OS2_BMP, memory_hungry_png, png, slow_png
+from hostile_images import CRASHING_APNG, OS2_BMP, memory_hungry_png, mutated_images, png, slow_png
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +174,19 @@ def test_decode_many_blames_the_deadline_on_the_item_that_took_it(tmp_path):
     assert isinstance(outcomes[1], DecodeTooCostlyError) and "slow.png" in str(outcomes[1])
     for outcome, data in zip([outcomes[0], outcomes[2], outcomes[3]], good):
         np.testing.assert_array_equal(outcome.image, decode_image(data))
+
+
+def test_a_fuzzed_corpus_gives_one_outcome_per_file_and_leaves_the_pool_working():
+    """300 mutated files of every format (a fixed seed): each gets an image or an ImageDecodeError (crashes and
+    hangs included), and the pool decodes a good image afterwards."""
+    corpus = mutated_images(300)
+    with DecoderPool(2, deadline_s=3) as pool:
+        outcomes = []
+        for start in range(0, len(corpus), 8):
+            outcomes += pool.decode_many(corpus[start:start + 8])
+        assert len(outcomes) == len(corpus)
+        assert all(isinstance(outcome, (Decoded, ImageDecodeError)) for outcome in outcomes)
+        assert sum(isinstance(outcome, Decoded) for outcome in outcomes) > 50  # the mutations are not all fatal
+        assert pool.decode(png(_photo())).image.shape == (61, 83, 3)
+    print(f"\nfuzz: {sum(isinstance(o, Decoded) for o in outcomes)} decoded, {pool.crashes} crashes, "
+          f"{pool.timeouts} past the deadline, of {len(corpus)}")
