@@ -28,13 +28,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from auditor_rt.runtime.decoder_process import DecoderProcess
-from auditor_rt.runtime.decoder_protocol import CONTROL, PeerGone, read_started, write_message
+from auditor_rt.runtime.decoder_protocol import CONTROL, PeerGone, read_control, write_message
 from auditor_rt.runtime.errors import (DecodeTooCostlyError, DecoderCrashError, DecoderUnavailableError,
                                        ImageDecodeError, ImageTooLargeError)
 from auditor_rt.runtime.imageio_limits import DEFAULT_MAX_PIXELS, decode_memory_budget
 
 DEFAULT_DEADLINE_S = 20.0   # a 100-megapixel PNG or progressive JPEG decodes in 1-4 s on one core
 START_DEADLINE_S = 60.0     # python + numpy + cv2 import, on a loaded machine
+STALL_S = 1.0               # asleep with no CPU use this long while decoding bytes in memory: a deadlock
+STALL_CHECK_S = 0.25        # how often a decode that has not answered is looked at
 RELEASE_BYTES = 64 << 20    # shared pages past this are handed back to the system after each round trip
 ERRORS = {"too_large": ImageTooLargeError, "too_costly": DecodeTooCostlyError}
 
@@ -140,18 +142,29 @@ class DecoderPool:
     # ---- inside ------------------------------------------------------------------------------------------------------
 
     def _spawn(self) -> DecoderProcess:
-        process = DecoderProcess(self.capacity, self.memory, self.max_pixels, self.tuned_malloc)
+        try:
+            process = DecoderProcess(self.capacity, self.memory, self.max_pixels, self.tuned_malloc)
+        except OSError as exc:  # out of processes, memory or file descriptors
+            raise DecoderUnavailableError(f"cannot start an image decoder process ({exc.strerror or exc}); is "
+                                          "the machine out of processes or memory?") from None
         with self._lock:
             self._all.add(process)
         return process
 
     def _replace(self, process: DecoderProcess) -> DecoderProcess:
+        """A fresh process in place of ``process``. If none can start, the dead one is what comes back: the pool
+        keeps its size, and the next call that takes it tries again."""
         process.kill()
-        with self._lock:
-            self._all.discard(process)
         if self._closed:
             return process
-        return self._spawn()
+        try:
+            fresh = self._spawn()
+        except DecoderUnavailableError:
+            self._idle.put(process)
+            raise
+        with self._lock:
+            self._all.discard(process)
+        return fresh
 
     def _item(self, source, name: str | None) -> tuple[dict, memoryview | None, str]:
         """(the request item, its encoded bytes or None, the name for messages) of a path or a buffer."""
@@ -176,19 +189,13 @@ class DecoderPool:
             write_message(process.requests, {"items": [item for item, _, _ in items]}, payload)
         except PeerGone:
             return {0: self._crashed(process, items[0][2])}
-        while not process.wait_readable(started[1] + self.deadline_s - time.monotonic()):
-            now = read_started(process.shared)
-            if now == started:  # no item started since the last look: the current one is past its deadline
-                position = max(now[0], 1) - 1
-                self.timeouts += 1
-                return {position: DecodeTooCostlyError(
-                    f"{items[position][2]}: too costly to decode: the decoder took longer than the deadline of "
-                    f"{self.deadline_s:g} s and was stopped")}
-            started = now
+        stopped = self._watch(process, started, items)
+        if stopped is not None:
+            return stopped
         try:
             reply, pixels = process.replies.read()
         except (PeerGone, ValueError):
-            position = max(read_started(process.shared)[0], 1) - 1
+            position = max(read_control(process.shared)[0], 1) - 1
             return {position: self._crashed(process, items[position][2])}
         process.clean = True
         answers = reply.get("items", [])
@@ -201,10 +208,38 @@ class DecoderPool:
             process.shared.madvise(mmap.MADV_REMOVE, 0, used)  # huge images' pages go back to the system
         return settled
 
+    def _watch(self, process: DecoderProcess, started: tuple, items: list) -> dict | None:
+        """Wait for the reply. None when it is there (or the pipe closed); else {position: error} for the item
+        that went past its deadline, or that deadlocked (asleep, no CPU use for ``STALL_S`` while decoding)."""
+        idle_since = None  # (CPU seconds, when first seen) while the current item's decoder uses none
+        while not process.wait_readable(min(STALL_CHECK_S, started[1] + self.deadline_s - time.monotonic())):
+            now = read_control(process.shared)
+            if now[:2] != started[:2]:  # the next item has started
+                started, idle_since = now, None
+                continue
+            position = max(now[0], 1) - 1
+            name = items[position][2]
+            if time.monotonic() >= started[1] + self.deadline_s:
+                self.timeouts += 1
+                return {position: DecodeTooCostlyError(f"{name}: too costly to decode: the decoder took longer than "
+                                                       f"the deadline of {self.deadline_s:g} s and was stopped")}
+            usage = process.cpu_and_state() if now[2] else None
+            if usage is None or usage[1] != "S" or (idle_since and usage[0] != idle_since[0]):
+                idle_since = None
+            elif idle_since is None:
+                idle_since = (usage[0], time.monotonic())
+            elif time.monotonic() - idle_since[1] >= STALL_S:
+                self.crashes += 1
+                return {position: DecoderCrashError(
+                    f"{name}: the image decoder hung on this file (asleep with no CPU use for {STALL_S:g} s while "
+                    "decoding: a deadlock) and was stopped; the file is damaged or hostile, and nothing else was "
+                    "affected")}
+        return None
+
     @staticmethod
-    def _mark_sent(process: DecoderProcess) -> tuple[int, float]:
+    def _mark_sent(process: DecoderProcess) -> tuple[int, float, int]:
         """Reset the control block: no item started, the clock running from now."""
-        started = (0, time.monotonic())
+        started = (0, time.monotonic(), 0)
         CONTROL.pack_into(process.shared, 0, *started)
         return started
 

@@ -56,6 +56,14 @@ class DecoderProcess:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
+    def cpu_and_state(self) -> tuple[float, str] | None:
+        """(CPU seconds used, scheduler state: R running, S sleeping, D disk...) from /proc; None elsewhere."""
+        try:
+            fields = open(f"/proc/{self.popen.pid}/stat").read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), fields[0]
+
     def wait_readable(self, seconds: float) -> bool:
         if self.replies.buffered():
             return True

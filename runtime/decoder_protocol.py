@@ -23,16 +23,24 @@ READ_AHEAD = 1 << 16  # bytes asked for in one read: a whole small message
 GATHER_LIMIT = 1 << 20  # payloads up to this are copied behind the header and written in one call
 
 
-CONTROL = struct.Struct("<Qd")  # items started in the current request, and when the last one started (monotonic)
+# Items started in the current request, when the last one started (monotonic), and whether it is past reading its
+# file and decoding bytes in memory (then it waits on nothing: a process asleep with no CPU use is deadlocked).
+CONTROL = struct.Struct("<QdB")
+DECODING_AT = 16  # the offset of the last field
 CONTROL_BYTES = 64  # decoded pixels start here
 
 
 def mark_started(shared, count: int) -> None:
     """Note in the shared memory that ``count`` items of the current request have started, the last one now."""
-    CONTROL.pack_into(shared, 0, count, time.monotonic())  # CLOCK_MONOTONIC: the same clock in every process
+    CONTROL.pack_into(shared, 0, count, time.monotonic(), 0)  # CLOCK_MONOTONIC: the same clock in every process
 
 
-def read_started(shared) -> tuple[int, float]:
+def mark_decoding(shared) -> None:
+    """Note that the current item's bytes are in memory and the codec has them."""
+    shared[DECODING_AT] = 1
+
+
+def read_control(shared) -> tuple[int, float, int]:
     return CONTROL.unpack_from(shared, 0)
 
 

@@ -76,6 +76,7 @@ def handle(item: dict, data, shared: mmap.mmap, offset: int) -> tuple[dict, obje
     import cv2
     import numpy as np
 
+    from auditor_rt.runtime.decoder_protocol import mark_decoding
     from auditor_rt.runtime.imageio import decode_bgr, read_encoded, resize_image
 
     max_pixels = int(item["max_pixels"])
@@ -83,6 +84,7 @@ def handle(item: dict, data, shared: mmap.mmap, offset: int) -> tuple[dict, obje
         name, encoded = read_encoded(item["path"], max_pixels)
     else:
         name, encoded = item.get("name", "buffer"), np.frombuffer(data, dtype=np.uint8)
+    mark_decoding(shared)
     bgr = decode_bgr(encoded, name, max_pixels)
     sources = [bgr] if item.get("full", True) else []
     if item.get("resize"):
