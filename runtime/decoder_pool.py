@@ -35,6 +35,7 @@ from auditor_rt.runtime.imageio_limits import DEFAULT_MAX_PIXELS, decode_memory_
 
 DEFAULT_DEADLINE_S = 20.0   # a 100-megapixel PNG or progressive JPEG decodes in 1-4 s on one core
 START_DEADLINE_S = 60.0     # python + numpy + cv2 import, on a loaded machine
+START_ATTEMPTS = 3          # processes that die while starting, in a row, before a decode gives up
 STALL_S = 1.0               # asleep with no CPU use this long while decoding bytes in memory: a deadlock
 STALL_CHECK_S = 0.25        # how often a decode that has not answered is looked at
 RELEASE_BYTES = 64 << 20    # shared pages past this are handed back to the system after each round trip
@@ -93,6 +94,7 @@ class DecoderPool:
         items = [self._item(source, name) for source, name in zip(sources, names or [None] * len(sources))]
         outcomes: list = [None] * len(items)
         todo = list(range(len(items)))
+        failed_starts = 0
         while todo:
             process = self._idle.get()
             if not process.alive():  # died while idle (killed from outside): not an image's doing
@@ -100,6 +102,11 @@ class DecoderPool:
             process.clean = False
             try:
                 settled = self._run(process, [items[index] for index in todo])
+            except DecoderUnavailableError:  # died while starting (killed from outside, out of memory): retry
+                failed_starts += 1
+                if failed_starts >= START_ATTEMPTS:
+                    raise
+                settled = {}
             finally:
                 if not process.clean:  # it crashed, hung, or was interrupted mid-message: start afresh
                     process = self._replace(process)
@@ -114,12 +121,21 @@ class DecoderPool:
         not pay for it."""
         taken = [self._idle.get() for _ in range(self.workers)]
         try:
-            for process in taken:
-                if not process.ready:
-                    self._await_ready(process)
+            for position in range(len(taken)):
+                for attempt in range(START_ATTEMPTS):
+                    try:
+                        if not taken[position].ready:
+                            self._await_ready(taken[position])
+                        break
+                    except DecoderUnavailableError:
+                        dead, taken[position] = taken[position], None  # _replace gives it back if it must
+                        taken[position] = self._replace(dead)
+                        if attempt == START_ATTEMPTS - 1:
+                            raise
         finally:
             for process in taken:
-                self._idle.put(process)
+                if process is not None:
+                    self._idle.put(process)
 
     def pids(self) -> list[int]:
         """The decoder processes' ids (for monitoring, and for tests that kill one on purpose)."""

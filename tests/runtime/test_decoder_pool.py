@@ -248,3 +248,9 @@ def test_a_decoder_asleep_without_cpu_while_decoding_is_a_hang_not_a_deadline():
             pool.deadline_s = 1.0
             stopped = pool._watch(busy, read_control(busy.shared), [({}, None, "slow.png")])
             assert isinstance(stopped[0], DecodeTooCostlyError) and "deadline of 1 s" in str(stopped[0])
+
+
+def test_a_decoder_killed_while_it_starts_is_started_again():
+    with DecoderPool(1) as pool:
+        os.kill(pool.pids()[0], signal.SIGKILL)  # before it is ready: python and OpenCV are still loading
+        assert pool.decode(png(_photo())).image.shape == (61, 83, 3)
