@@ -77,6 +77,7 @@ def attribution_jobs(model, example: torch.Tensor, methods, params: dict, extra:
     """One job per method, built (and traced) when the writer reaches it; unknown names fail here, before any
     minute is spent."""
     from auditor_rt.export.attribution import ATTRIBUTIONS, create_attribution
+    from auditor_rt.runtime.methods import METHODS
 
     unknown = [method for method in methods if method not in ATTRIBUTIONS]
     if unknown:
@@ -91,7 +92,9 @@ def attribution_jobs(model, example: torch.Tensor, methods, params: dict, extra:
         def build(job=job, method=method):
             module = create_attribution(method, model, example, **params.get(method, {}))
             job.module, job.input_names = module, ("image", *module.extra_inputs)
-            job.extra = {"method": method, "params": module.params(), "signed": module.signed,
+            job.extra = {"method": method, "params": module.params(),
+                         "images_per_input": METHODS[method].per_input(METHODS[method].resolved(module.params())),
+                         "signed": module.signed,
                          "map_output": module.map_output, "raw_output": module.raw_output or module.map_output,
                          **(extra or {})}
 

@@ -139,15 +139,19 @@ def tensor_specs(graph) -> tuple[list[TensorSpec], list[TensorSpec]]:
 
     model = graph if isinstance(graph, onnx.ModelProto) else onnx.load(str(graph), load_external_data=False)
 
-    def specs(values):
+    from auditor_rt.runtime.feeds import ROLES
+
+    def specs(values, inputs: bool):
         out = []
         for value in values:
             t = value.type.tensor_type
             dims = [d.dim_param or d.dim_value for d in t.shape.dim]
-            out.append(TensorSpec(value.name, onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name, tuple(dims)))
+            role = value.name if inputs and value.name in ROLES else None  # the exporter names inputs by role
+            out.append(TensorSpec(value.name, onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name, tuple(dims),
+                                  role))
         return out
 
-    return specs(model.graph.input), specs(model.graph.output)
+    return specs(model.graph.input, True), specs(model.graph.output, False)
 
 
 def write_metadata(path: Path, facts: dict[str, str]) -> None:

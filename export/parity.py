@@ -4,32 +4,31 @@ at a batch size the export never saw."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
 import torch
 
 from auditor_rt.runtime.errors import ExportError
+from auditor_rt.runtime.feeds import input_role, make_feed
 
 ABSOLUTE = ("logit", "score")  # judged in absolute terms; maps relative to their own max magnitude
 TOLERANCE = 1e-4
 
 
+PARITY_SAMPLES = 4  # SmoothGrad's noisy copies in the parity check: the count is the noise input's shape
+
+
 def random_feed(inputs, input_size: tuple[int, int], batch: int, seed: int) -> dict[str, np.ndarray]:
-    """uint8 images for image inputs, unit normal values for float inputs (noise), at ``batch``."""
+    """Random uint8 images (and baselines), seeded noise, and explicit, different target classes: -1 (the
+    predicted class) would compare argmaxes of near-tied logits of a random-weight model, where a 1e-7 difference
+    can pick another class. Every classifier has classes 0 and 1."""
     rng = np.random.default_rng(seed)
-    feed = {}
-    for spec in inputs:
-        if spec.name == "target":
-            # Explicit, different classes: -1 (the predicted class) would compare argmaxes of near-tied logits
-            # of a random-weight model, where a 1e-7 difference can pick another class.
-            feed[spec.name] = np.arange(batch, dtype=np.int64) % 2  # every classifier has classes 0 and 1
-        elif spec.dtype == "uint8":
-            feed[spec.name] = rng.integers(0, 256, (batch, *input_size, 3), dtype=np.uint8)
-        else:
-            shape = [batch] + [d if isinstance(d, int) else 4 for d in spec.shape[1:]]
-            feed[spec.name] = rng.standard_normal(shape).astype(np.float32)
-    return feed
+    images = rng.integers(0, 256, (batch, *input_size, 3), dtype=np.uint8)
+    entry = SimpleNamespace(inputs=inputs, extra={})
+    targets = np.arange(batch, dtype=np.int64) % 2 if "target" in {input_role(spec) for spec in inputs} else None
+    return make_feed(entry, images, seed + 1, baselines="random", targets=targets, samples=PARITY_SAMPLES)
 
 
 class ParityErrors(dict):

@@ -20,8 +20,9 @@ from auditor_rt.export.parity import torch_outputs
 from auditor_rt.export.reference import ReferenceModel, build_reference
 from auditor_rt.runtime.artifact import Artifact
 from auditor_rt.runtime.compare import JITTER, PRECISION_DEFAULTS, Comparison, Tolerance, compare_output
-from auditor_rt.runtime.errors import ArtifactError, BackendUnavailableError, ConfigError, ImageDecodeError
-from auditor_rt.runtime.explain import expansion
+from auditor_rt.runtime.errors import BackendUnavailableError, ConfigError, ImageDecodeError
+from auditor_rt.runtime.feeds import input_role, make_feed
+from auditor_rt.runtime.methods import images_per_input
 from auditor_rt.export.integrity import Finding, integrity_findings
 from auditor_rt.runtime.imageio import decode_image, is_image_path, resize_image
 
@@ -116,21 +117,8 @@ def graph_feed(entry, images: np.ndarray, seed: int, targets: np.ndarray | None)
     """The graph's inputs: the images, seeded noise (SmoothGrad), a seeded random baseline (IG with a given
     baseline) and the reference's own top classes as targets (a classifier's; -1 would let a near tie pick
     another class on another backend)."""
-    rng = np.random.default_rng(seed + 1)
-    feed = {}
-    for spec in entry.inputs:
-        if spec.name == "image":
-            feed["image"] = images
-        elif spec.name == "noise":
-            samples = int(entry.extra.get("params", {}).get("samples", 4))
-            feed["noise"] = rng.standard_normal((len(images), samples, 3, *images.shape[1:3])).astype(np.float32)
-        elif spec.name == "baseline":
-            feed["baseline"] = rng.integers(0, 256, images.shape, dtype=np.uint8)
-        elif spec.name == "target":
-            feed["target"] = targets.astype(np.int64)
-        else:
-            raise ArtifactError(f"graph input {spec.name!r} is unknown to verify; re-export with this auditor-rt")
-    return feed
+    takes_target = "target" in {input_role(spec) for spec in entry.inputs}
+    return make_feed(entry, images, seed + 1, baselines="random", targets=targets if takes_target else None)
 
 
 # ---- running ---------------------------------------------------------------------------------------------------------
@@ -220,14 +208,14 @@ def _verify_graph(report: VerifyReport, artifact: Artifact, reference: Reference
                   options: VerifyOptions, log) -> None:
     entry = artifact.graph(name)
     labels, keep = report.inputs, list(range(len(report.inputs)))
-    if options.quick and expansion(entry) > 1:
+    if options.quick and images_per_input(entry) > 1:
         keep = [i for i, label in enumerate(labels) if label not in EDGE_INPUTS][:QUICK_EXPANDED]
         keep += [i for i, label in enumerate(labels) if label == "white"]
         images, labels = images[keep], [labels[i] for i in keep]
         targets = None if targets is None else targets[keep]
     feed = graph_feed(entry, images, options.seed, targets)
     fp32, fp64 = reference.modules[name]
-    step = max(1, options.batch // expansion(entry))  # IG and SmoothGrad run many images per input image
+    step = max(1, options.batch // images_per_input(entry))  # IG and SmoothGrad run many images per input image
     expected = _timed_outputs(fp64, feed, step, torch.float64, "PyTorch FP64 reference", log)
     floor = _timed_outputs(fp32, feed, step, torch.float32, "PyTorch FP32 noise floor", log)
     jittered = None

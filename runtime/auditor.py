@@ -14,7 +14,9 @@ import numpy as np
 from auditor_rt.runtime.artifact import Artifact
 from auditor_rt.runtime.classify import ClassResult, ContrastMaps, contrast, top_classes
 from auditor_rt.runtime.errors import ConfigError
-from auditor_rt.runtime.explain import Explanation, check_method, expansion, extra_feed, to_explanations
+from auditor_rt.runtime.explain import Explanation, check_method, to_explanations
+from auditor_rt.runtime.feeds import make_feed
+from auditor_rt.runtime.methods import images_per_input
 from auditor_rt.runtime.imageio import ImageSource, decode_image, resize_image, resize_map
 from auditor_rt.runtime.regions import Region, find_regions
 from auditor_rt.runtime.runners import create_runner
@@ -149,13 +151,13 @@ class Auditor:
         if method not in self._explainers:
             self._explainers[method] = create_runner(self.artifact, method, **self._runner_options)
         runner, entry = self._explainers[method], self.artifact.graph(method)
-        step = max(1, self.batch_size // expansion(entry))
+        step = max(1, self.batch_size // images_per_input(entry))
         results = []
         for start, chunk, batch in self._batches(images, step):
             base = None if baselines is None else np.stack(
                 [resize_image(decode_image(b), self.input_size) for b in baselines[start:start + step]])
             chosen = None if targets is None else targets[start:start + step]
-            feed = {"image": batch, **extra_feed(entry, batch, noise_seed + start, base, chosen)}
+            feed = make_feed(entry, batch, noise_seed + start, base, chosen)
             outputs = runner.infer(feed)
             results.extend(to_explanations(method, entry, outputs, [im.shape[:2] for im in chunk], output))
             if progress is not None:

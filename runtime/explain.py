@@ -9,6 +9,7 @@ import numpy as np
 
 from auditor_rt.runtime.errors import ConfigError
 from auditor_rt.runtime.imageio import resize_map
+from auditor_rt.runtime.methods import KNOWN_METHODS
 
 
 @dataclass
@@ -61,23 +62,6 @@ def steps_for_gap(steps: int, gap: float) -> int:
     return max(steps + 1, math.ceil(steps * math.sqrt(gap / IG_GAP_TOLERANCE)))
 
 
-def expansion(entry) -> int:
-    """How many images the graph runs per input image: IG's path points, SmoothGrad's noisy copies. Batches are cut
-    so that the graph's internal batch stays near the auditor's batch size (IG at batch 8 x 34 points would need
-    about 25 GB for a resnet50)."""
-    params = entry.extra.get("params", {})
-    if entry.extra.get("method") == "ig":
-        return int(params.get("steps", 32)) + 2
-    if entry.extra.get("method") == "smoothgrad":
-        return int(params.get("samples", 16)) + 1
-    return 1
-
-
-# Every method an exporter can add (the registry of export/attribution, which needs torch; a test keeps the two
-# lists equal).
-KNOWN_METHODS = ("saliency", "gradxinput", "ig", "smoothgrad", "gradcam", "gradcam++", "rollout")
-
-
 def attribution_methods(artifact) -> list[str]:
     return [key for key, g in artifact.manifest.graphs.items() if g.kind == "attribution"]
 
@@ -94,31 +78,6 @@ def check_method(artifact, method: str) -> None:
                           f"({has})")
     raise ConfigError(f"the artifact has no {method!r} attribution graph ({has}); "
                       f"re-export with --attribution {method} to add it")
-
-
-def extra_feed(entry, batch: np.ndarray, noise_seed: int, baselines: np.ndarray | None,
-               targets=None) -> dict[str, np.ndarray]:
-    """The inputs a method takes beside the images: SmoothGrad's noise (seeded, so runs repeat), IG's baseline, a
-    classifier's target classes (-1: the predicted class)."""
-    feed = {}
-    names = [spec.name for spec in entry.inputs]
-    if "target" in names:
-        feed["target"] = (np.full(len(batch), -1, dtype=np.int64) if targets is None
-                          else np.asarray(targets, dtype=np.int64).reshape(len(batch)))
-        classes = entry.extra.get("num_classes")
-        if classes is not None and ((feed["target"] < -1) | (feed["target"] >= classes)).any():
-            raise ConfigError(f"target classes {feed['target'].tolist()} outside 0..{classes - 1} (-1: predicted)")
-    elif targets is not None:
-        raise ConfigError("targets are for classifier artifacts; a risk head explains its risk logit")
-    if "noise" in names:
-        samples = int(entry.extra.get("params", {}).get("samples", 16))
-        rng = np.random.default_rng(noise_seed)
-        feed["noise"] = rng.standard_normal((len(batch), samples, 3, *batch.shape[1:3])).astype(np.float32)
-    if "baseline" in names:
-        if baselines is None:
-            raise ConfigError("this integrated-gradients graph takes a baseline image per input: pass baselines=")
-        feed["baseline"] = baselines
-    return feed
 
 
 def to_explanations(method: str, entry, outputs: dict, sizes: list[tuple[int, int]],

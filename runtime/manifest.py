@@ -20,20 +20,24 @@ MANIFEST_NAME = "manifest.json"
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One graph input or output. Symbolic dims (e.g. ``"batch"``) are strings."""
+    """One graph input or output. Symbolic dims (e.g. ``"batch"``) are strings. An input has a ``role`` (image,
+    noise, baseline, target: ``runtime/feeds.py``); artifacts written before roles were recorded have None, and
+    the role is then read from the name."""
 
     name: str
     dtype: str
     shape: tuple[int | str, ...]
+    role: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict) -> "TensorSpec":
         if data["dtype"] not in DTYPES:
             raise ValueError(f"tensor {data.get('name')!r} has unknown dtype {data['dtype']!r} (known: {DTYPES})")
-        return cls(name=data["name"], dtype=data["dtype"], shape=tuple(data["shape"]))
+        return cls(name=data["name"], dtype=data["dtype"], shape=tuple(data["shape"]), role=data.get("role"))
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+        data = {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+        return {**data, "role": self.role} if self.role else data
 
 
 @dataclass(frozen=True)

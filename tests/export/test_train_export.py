@@ -74,7 +74,7 @@ def test_heatmap_depends_on_the_input(artifact_dir):
 def test_manifest_and_onnx_metadata_describe_the_artifact(artifact_dir):
     manifest = json.loads((artifact_dir / "manifest.json").read_text())
     graph = manifest["graphs"]["audit"]
-    assert graph["inputs"] == [{"name": "image", "dtype": "uint8", "shape": ["batch", 96, 96, 3]}]
+    assert graph["inputs"] == [{"name": "image", "dtype": "uint8", "shape": ["batch", 96, 96, 3], "role": "image"}]
     assert [o["name"] for o in graph["outputs"]] == ["logit", "score", "risk_map", "heatmap"]
     assert len(graph["sha256"]) == 64
     for key in ("torch", "timm", "onnx", "auditor_rt"):
