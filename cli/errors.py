@@ -45,8 +45,6 @@ def handle_errors():
     except OSError as exc:  # a file where a folder should be, a read-only disk, a missing parent...
         where = f"{exc.filename}: " if exc.filename else ""
         raise CliError(f"{where}{exc.strerror or exc}") from None
-    except NotImplementedError as exc:  # a capability this version states it lacks: say so, no traceback
-        raise CliError(f"not supported yet: {exc}") from None
     except KeyboardInterrupt:
         raise CliError("interrupted", 130) from None
     finally:

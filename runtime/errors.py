@@ -55,6 +55,11 @@ class DataError(AuditorError):
     """A data set (folder, CSV or JSONL manifest) is malformed or empty."""
 
 
+class NotSupportedError(AuditorError):
+    """A capability this version states that it lacks (an operator without a gradient rule, a classifier in
+    serve). A forgotten abstract method stays a ``NotImplementedError``: a bug, with its traceback."""
+
+
 class BackendUnavailableError(AuditorError):
     """The requested backend or execution provider is not installed or cannot run here."""
 
