@@ -1,31 +1,63 @@
-"""Backends behind one interface, chosen by ``create_runner``. Heavy backends are imported only when chosen."""
+"""Backends behind one interface, from one registry (like the attribution methods). ``open_graph`` opens an ONNX
+file on a named backend, ``create_runner`` an artifact's graph (digest checked first). A backend's module is
+imported only when it is chosen, so ``auditor-rt --help`` and the edge install stay light."""
 
 from __future__ import annotations
 
+import importlib
+from pathlib import Path
+from typing import Sequence
+
 from auditor_rt.runtime.artifact import Artifact
 from auditor_rt.runtime.errors import BackendUnavailableError, ConfigError
+from auditor_rt.runtime.manifest import TensorSpec
 from auditor_rt.runtime.runners.base import Runner
 
-BACKENDS = ("auto", "onnxruntime")
+# name -> "module:class" of its Runner, or the reason it is not available in this version
+REGISTRY: dict[str, str] = {"onnxruntime": "auditor_rt.runtime.runners.onnxruntime:OnnxRuntimeRunner"}
+NOT_BUILT = {"tensorrt": "native TensorRT engines are not built by this version of auditor-rt; use --backend "
+                         "onnxruntime --providers tensorrt to run the graph through ONNX Runtime's TensorRT "
+                         "execution provider"}
+BACKENDS = ("auto", *REGISTRY)
+
+
+def register_runner(name: str, target: str) -> None:
+    """Add a backend: ``target`` is "module:class" of a ``Runner`` whose constructor takes (path, inputs,
+    outputs, **options)."""
+    REGISTRY[name] = target
+
+
+def runner_class(backend: str) -> type[Runner]:
+    name = "onnxruntime" if backend == "auto" else backend
+    if name in NOT_BUILT:
+        raise BackendUnavailableError(NOT_BUILT[name])
+    if name not in REGISTRY:
+        known = ", ".join(["auto", *REGISTRY, *NOT_BUILT])
+        raise ConfigError(f"unknown backend {backend!r}; choose one of {known}")
+    module, _, attribute = REGISTRY[name].partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def open_graph(path: str | Path, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], backend: str = "auto",
+               **options) -> Runner:
+    """Open one ONNX file on ``backend`` ("auto": ONNX Runtime with its best available provider). ``options``
+    go to the backend (ONNX Runtime: providers, threads, cache_dir, io_binding, trt_fp16)."""
+    return runner_class(backend)(path, inputs, outputs, **options)
+
+
+def available_providers(backend: str = "auto") -> list[str]:
+    """The execution providers (or devices) that ``backend`` can use on this machine."""
+    return runner_class(backend).available_providers()
 
 
 def create_runner(artifact: Artifact, graph: str = "audit", backend: str = "auto", providers=None,
                   threads: int | None = None, io_binding: bool | None = None) -> Runner:
-    """Open ``graph`` of ``artifact`` on a backend. ``auto`` is ONNX Runtime with its best available provider."""
-    if backend not in BACKENDS + ("tensorrt",):
-        raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS + ('tensorrt',))}")
+    """Open ``graph`` of ``artifact`` on a backend; a re-exported graph never reuses a stale TensorRT cache."""
+    cls = runner_class(backend)  # an unknown backend is named before any file is read
     entry = artifact.graph(graph)
     path = artifact.graph_path(graph)  # checks the digest first
-    if backend in ("auto", "onnxruntime"):
-        from auditor_rt.runtime.runners.onnxruntime import OnnxRuntimeRunner
-
-        return OnnxRuntimeRunner(path, entry.inputs, entry.outputs, providers=providers or "auto", threads=threads,
-                                 cache_dir=artifact.folder / "trt_cache" / entry.sha256[:16],
-                                 io_binding=io_binding)  # a re-exported graph never reuses a stale engine
-    raise BackendUnavailableError(  # backend == "tensorrt"
-        "native TensorRT engines are not built by this version of auditor-rt; use --backend onnxruntime "
-        "--providers tensorrt to run the graph through ONNX Runtime's TensorRT execution provider"
-    )
+    return cls(path, entry.inputs, entry.outputs, providers=providers or "auto", threads=threads,
+               cache_dir=artifact.folder / "trt_cache" / entry.sha256[:16], io_binding=io_binding)
 
 
-__all__ = ["BACKENDS", "Runner", "create_runner"]
+__all__ = ["BACKENDS", "Runner", "available_providers", "create_runner", "open_graph", "register_runner"]

@@ -34,6 +34,11 @@ class Runner:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
+    @staticmethod
+    def available_providers() -> list[str]:
+        """The execution providers or devices this backend can use here."""
+        raise NotImplementedError
+
     def close(self) -> None:
         """Release the backend's session or engine. Safe to call twice."""
 

@@ -96,6 +96,10 @@ class OnnxRuntimeRunner(Runner):
         self._output_names = [o.name for o in self.session.get_outputs()]
 
     @staticmethod
+    def available_providers() -> list[str]:
+        return list(_import_ort().get_available_providers())
+
+    @staticmethod
     def _provider_options(provider: str, cache_dir: str | Path | None, trt_fp16: bool = False) -> dict:
         if provider != "TensorrtExecutionProvider":
             return {}
