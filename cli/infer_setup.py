@@ -1,6 +1,6 @@
 """What ``infer`` settles before it audits anything: that the sources exist, the run folder (auto-numbered,
-``--name`` or ``--resume``; removed again when the run fails before its first record), the decision threshold and
-how maps are drawn. A failed command leaves no half-made folder behind."""
+``--name`` or ``--resume``; removed again when the run fails before its first record), how maps are drawn and
+whether ``--show`` can show them. A failed command leaves no half-made folder behind."""
 
 from __future__ import annotations
 
@@ -47,24 +47,29 @@ def named_folder(out, name, resume_folder):
     return folder
 
 
-def apply_threshold(auditor, threshold) -> None:
-    if threshold is None:
-        return
-    if auditor.is_classifier:
-        raise CliError("--threshold is for risk-head artifacts; a classifier reports its top classes")
-    auditor.threshold = threshold
-
-
-def display(auditor, map_smooth, heatmap_scale):
+def map_display(model, smooth, heatmap_scale):
     """How maps are drawn; says once when the artifact has no absolute heatmap scale to use."""
-    from auditor_rt.runtime.infer import default_display
-
-    view = default_display(auditor, smooth=map_smooth, heatmap_scale=heatmap_scale)
-    if heatmap_scale == "absolute" and view.heatmap_mode != "absolute" and not auditor.is_classifier:
-        click.secho("note: this artifact has no absolute heatmap scale (exported before it was recorded), so "
-                    "heatmaps use the per-image scale: every image shows a hot spot. Re-train and re-export to get "
-                    "one.", fg="yellow", err=True)
+    view = model.map_display(smooth=smooth, heatmap_scale=heatmap_scale)
+    if heatmap_scale == "absolute" and view.heatmap_mode != "absolute" and model.heatmaps:
+        click.secho("note: this model has no absolute heatmap scale (an artifact exported before it was recorded, "
+                    "or a server), so heatmaps use the per-image scale: every image shows a hot spot. Re-train and "
+                    "re-export to get one.", fg="yellow", err=True)
     return view
+
+
+def check_display() -> None:
+    """``--show`` needs OpenCV built with a GUI (opencv-python, not the headless wheel) and, on Linux, a display."""
+    import os
+    import sys
+
+    import cv2
+
+    gui = cv2.getBuildInformation().split("GUI:", 1)[-1].split("\n", 1)[0].strip()
+    if gui.upper().startswith("NONE"):
+        raise CliError("--show needs OpenCV with a GUI: this is opencv-python-headless; install opencv-python in "
+                       "its place, or leave --show out and look at the overlays or --save-video")
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise CliError("--show needs a display, and neither DISPLAY nor WAYLAND_DISPLAY is set")
 
 
 @contextlib.contextmanager

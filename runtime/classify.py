@@ -14,12 +14,24 @@ class ClassResult:
     classes: list[int]
     probs: list[float]
 
+    flagged = None  # classes, not a risk decision
+
     @property
     def top_class(self) -> int:
         return self.classes[0]
 
-    def to_dict(self) -> dict:
+    def to_record(self) -> dict:
         return {"top_class": self.top_class, "classes": self.classes, "probs": [round(p, 6) for p in self.probs]}
+
+    def caption(self, digits: int = 3) -> str:
+        return f"class {self.top_class} {self.probs[0]:.{digits}f}"
+
+    def overlay(self, image: np.ndarray, display) -> None:
+        """A classifier has no heatmap of its own: its pictures are the ``--explain`` maps."""
+        return None
+
+    def maps(self) -> dict[str, np.ndarray]:
+        return {}
 
 
 def top_classes(probs: np.ndarray, k: int) -> list[ClassResult]:

@@ -41,6 +41,14 @@ def decode_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> n
     return cv2.cvtColor(decode_bgr(data, name, max_pixels), cv2.COLOR_BGR2RGB)
 
 
+def decode_all(images) -> list[np.ndarray]:
+    """One source or a sequence of them (paths, buffers, arrays; a 4-D array is a batch) -> RGB uint8 arrays."""
+    if isinstance(images, (str, os.PathLike, bytes, bytearray, memoryview)) or (
+            isinstance(images, np.ndarray) and images.ndim in (2, 3)):
+        images = [images]
+    return [decode_image(image) for image in images]
+
+
 def read_encoded(source, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, np.ndarray]:
     """(a name for messages, the encoded bytes as a uint8 array) of a path or a buffer. A file larger than any
     image of ``max_pixels`` could be (uncompressed 16-bit RGBA) is refused unread."""

@@ -62,17 +62,6 @@ def render_overlay(image: np.ndarray, result, display: MapDisplay | None = None)
     return draw_regions(picture, result.regions) if result.label else picture
 
 
-def caption_of(result, digits: int = 3) -> str:
-    return f"{'RISK' if result.label else 'ok'} {result.score:.{digits}f}"
-
-
-def result_caption(result, digits: int = 3) -> str:
-    """The score of a risk head, or a classifier's top class and its probability."""
-    if hasattr(result, "score"):
-        return caption_of(result, digits)
-    return f"class {result.top_class} {result.probs[0]:.{digits}f}"
-
-
 def explain_picture(image: np.ndarray, explanation: Explanation, display: MapDisplay) -> tuple[np.ndarray, str]:
     """The attribution overlay and its legend note (method, the magnitude at full colour, the smoothing)."""
     sigma = display.sigma_for(image.shape)
@@ -86,18 +75,12 @@ def legend_kind(explanation: Explanation) -> str:
     return "signed" if explanation.signed else "unsigned"
 
 
-def file_stem(index: int, source: str) -> str:
-    return f"{index:05d}_{Path(source).stem}"
-
-
 def save_maps(folder: Path, stem: str, result, explanation: Explanation | None) -> dict:
     """Raw float32 maps for post-processing: the head's signed ``risk_map`` grid and the ``heatmap`` at the image's
     size for a risk head, and the attribution map as the graph gave it (at the model's input size). Returns
     {name: path} for the record."""
     folder.mkdir(exist_ok=True)
-    arrays = {}
-    if hasattr(result, "risk_map"):
-        arrays["risk_map"], arrays["heatmap"] = result.risk_map, result.heatmap
+    arrays = dict(result.maps())
     if explanation is not None:
         arrays[explanation.method] = explanation.raw if explanation.raw is not None else explanation.map
     paths = {}

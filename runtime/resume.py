@@ -43,15 +43,14 @@ def load_resume_state(folder: str | Path) -> ResumeState:
             raise ConfigError(f"--resume {folder}: line {number} of {RESULTS} is not JSON; the file was not written "
                               "by infer, or was edited") from None
         state.records += 1
-        if "source" in record:
-            state.sources.add(record["source"])
-            state.next_index = max(state.next_index, int(record.get("index", -1)) + 1)
-        elif "source_id" in record:
-            source = record["source_id"]
-            if record.get("status") == "ok":
-                state.last_frame[source] = max(state.last_frame.get(source, -1), int(record["frame"]))
-            elif record.get("event") == "end":
-                state.ended.add(source)
+        source = record.get("source", record.get("source_id"))  # source_id: video records before one schema
+        if "index" in record:  # an image input (docs/records.md)
+            state.sources.add(source)
+            state.next_index = max(state.next_index, int(record["index"]) + 1)
+        elif "frame" in record:  # a scored video frame
+            state.last_frame[source] = max(state.last_frame.get(source, -1), int(record["frame"]))
+        elif record.get("event") == "end":
+            state.ended.add(source)
     if len(keep) != len(data):
         state.cut_bytes = len(data) - len(keep)
         results.write_bytes(keep)

@@ -17,9 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from auditor_rt.runtime.errors import ConfigError
+from auditor_rt.runtime.frames import Frame
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv",
                             ".ts", ".mjpeg", ".mjpg", ".3gp"})
@@ -50,21 +49,6 @@ class StreamOptions:
             raise ConfigError("--vid-stride and the queue size must be at least 1, --reconnect-attempts at least 0")
         if self.read_timeout <= 0 or self.reconnect_delay < 0:
             raise ConfigError("--read-timeout must be positive and --reconnect-delay not negative")
-
-
-@dataclass
-class Frame:
-    """A decoded frame (``event == "frame"``, RGB uint8) or an event of its source: ``disconnect``, ``reconnect``,
-    ``error`` (the source ended with an error) or ``end`` (it ended normally)."""
-
-    source_id: str
-    index: int          # the frame's position in its source (counted before the stride), -1 for events
-    timestamp: float    # seconds: the position in a video file, or since the reader started for live sources
-    image: np.ndarray | None = None
-    event: str = "frame"
-    detail: str = ""
-    decode_ms: float = 0.0  # reading and converting this frame
-    queued_at: float = 0.0  # time.perf_counter() when it entered the buffer
 
 
 class FrameBuffer:
@@ -159,7 +143,8 @@ class VideoReader(threading.Thread):
         self._start = time.monotonic()
 
     def _emit(self, event: str, detail: str = "") -> None:
-        self.buffer.put(Frame(self.source_id, -1, time.monotonic() - self._start, None, event, detail), self.stop_event)
+        self.buffer.put(Frame(self.source_id, -1, time.monotonic() - self._start, None, event, detail, video=True),
+                        self.stop_event)
 
     def run(self) -> None:
         try:
@@ -214,7 +199,7 @@ class VideoReader(threading.Thread):
                 timestamp = capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
             rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
             now = time.perf_counter()
-            item = Frame(self.source_id, index, timestamp, rgb, decode_ms=(now - began) * 1000, queued_at=now)
+            item = Frame(self.source_id, index, timestamp, rgb, decode_ms=(now - began) * 1000, queued_at=now, video=True)
             if not self.buffer.put(item, self.stop_event):
                 break
         capture.release()

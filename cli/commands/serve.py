@@ -35,11 +35,9 @@ from auditor_rt.cli.options import backend_options
 @click.option("--formats", default="jpeg,png,webp,bmp,tiff,gif", show_default=True, metavar="LIST",
               help="Image formats accepted, told by their bytes; others get 415 before any decoder runs. Choose "
                    "from jpeg, png, apng, webp, bmp, tiff, gif, jp2, pnm, pfm, hdr, sunras, avif, exr, or all.")
-@click.option("--simulate-model-ms", type=click.FloatRange(min=0), default=0.0, hidden=True,
-              help="Add this to every model call (load tests of batching and the queue bound).")
 @backend_options
 def command(artifact, host, port, token, max_batch, max_delay_ms, max_queue, max_wait_ms, timeout_ms, max_body_mb,
-            max_pixels, grace_s, decode_workers, decode_timeout_ms, formats, simulate_model_ms, backend, providers,
+            max_pixels, grace_s, decode_workers, decode_timeout_ms, formats, backend, providers,
             threads):
     """Serve ARTIFACT over HTTP: POST /v1/audit with image bytes (or multipart with several) returns scores,
     regions and heatmaps; requests are batched dynamically, bounded by a queue, and drained on SIGTERM. Also
@@ -64,8 +62,7 @@ def command(artifact, host, port, token, max_batch, max_delay_ms, max_queue, max
         settings = ServeSettings(max_batch=max_batch, max_delay_ms=max_delay_ms, max_queue=max_queue,
                                  timeout_ms=timeout_ms, max_body_mb=max_body_mb, max_pixels=max_pixels, token=token,
                                  grace_s=grace_s, decode_workers=decode_workers, max_wait_ms=max_wait_ms,
-                                 decode_timeout_ms=decode_timeout_ms, formats=accepted,
-                                 simulate_model_ms=simulate_model_ms)
+                                 decode_timeout_ms=decode_timeout_ms, formats=accepted)
         auditor = Auditor.load(artifact, backend=backend, providers=parse_providers(providers), threads=threads,
                                batch_size=max_batch)  # checks every digest first
         app = AuditApp(auditor, settings)

@@ -20,10 +20,10 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from auditor_rt.runtime.auditor import Auditor
+from auditor_rt.runtime.auditor import RiskAuditor
 from auditor_rt.runtime.decoder_pool import DecoderPool
 from auditor_rt.runtime.errors import (DecodeTooCostlyError, DecoderCrashError, FormatNotAcceptedError,
-                                       ImageDecodeError, ImageTooLargeError)
+                                       ImageDecodeError, ImageTooLargeError, NotSupportedError)
 from auditor_rt.runtime.explain import attribution_methods
 from auditor_rt.runtime.image_formats import SERVE_DEFAULT, check_accepted
 from auditor_rt.runtime.imageio import resize_map
@@ -53,7 +53,6 @@ class ServeSettings:
     decode_timeout_ms: float = 5_000.0  # a decode past this is killed: 413 "too costly to decode"
     formats: tuple = SERVE_DEFAULT  # accepted image formats, told by their bytes (image_formats.FORMATS)
     max_wait_ms: float | None = None  # refuse (503) a request expected to wait longer than this for the model
-    simulate_model_ms: float = 0.0  # added to every model call: load tests of the batching and the queue bound
 
     def limits(self) -> dict:
         shown = asdict(self)
@@ -62,10 +61,10 @@ class ServeSettings:
 
 
 class AuditApp:
-    def __init__(self, auditor: Auditor, settings: ServeSettings):
-        if auditor.is_classifier:
-            raise NotImplementedError("serve runs risk-head artifacts; serving a plain classifier (classes instead "
-                                      "of a risk score) is not built yet")
+    def __init__(self, auditor: RiskAuditor, settings: ServeSettings):
+        if not isinstance(auditor, RiskAuditor):
+            raise NotSupportedError("serve runs risk-head artifacts; serving a plain classifier (classes instead "
+                                    "of a risk score) is not supported by this version")
         self.auditor, self.settings = auditor, settings
         self.metrics = Metrics()
         self.pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
@@ -76,7 +75,6 @@ class AuditApp:
                                    resize=tuple(auditor.input_size))
         self.batcher = DynamicBatcher(auditor.run_batch, self._explain, settings.max_batch,
                                       settings.max_delay_ms / 1000, settings.max_queue, self.metrics,
-                                      settings.simulate_model_ms / 1000,
                                       None if settings.max_wait_ms is None else settings.max_wait_ms / 1000)
         self.methods = attribution_methods(auditor.artifact)
         self.heatmaps: collections.OrderedDict[str, bytes] = collections.OrderedDict()
@@ -286,7 +284,7 @@ class AuditApp:
         items = []
         for index, (_, image_size) in enumerate(decoded):
             audit = self.auditor.postprocess(result.outputs, index, image_size)
-            item = {"index": index, **audit.to_dict(), "risk_map": audit.risk_map.tolist()}
+            item = {"index": index, **audit.to_record(), "risk_map": audit.risk_map.tolist()}
             size = options["size"] or image_size
             heatmap = audit.heatmap if size == image_size else resize_map(result.outputs["heatmap"][index], size)
             item["heatmap"] = self._encode(heatmap, options["heatmap"], signed=False)

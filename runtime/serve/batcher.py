@@ -55,12 +55,12 @@ class JobResult:
 class DynamicBatcher:
     def __init__(self, run_batch: Callable[[np.ndarray], dict[str, np.ndarray]],
                  explain: Callable[[np.ndarray, str], list], max_batch: int, max_delay_s: float, max_queue: int,
-                 metrics: Metrics, simulate_model_s: float = 0.0, max_wait_s: float | None = None):
+                 metrics: Metrics, max_wait_s: float | None = None):
         self.run_batch, self.explain = run_batch, explain
         self.max_wait_s = max_wait_s
         self.images_per_s: float | None = None  # measured throughput of the model, smoothed
         self.max_batch, self.max_delay_s, self.max_queue = max_batch, max_delay_s, max_queue
-        self.metrics, self.simulate_model_s = metrics, simulate_model_s
+        self.metrics = metrics
         self.queue: collections.deque[Job] = collections.deque()
         self.reserved = 0  # places promised to requests still being read and decoded
         self.running = 0   # images in the model call under way
@@ -175,8 +175,6 @@ class DynamicBatcher:
         began = time.monotonic()
         try:
             outputs = self._chunked(images)
-            if self.simulate_model_s:
-                time.sleep(self.simulate_model_s)
             explanations = [self.explain(job.images, job.explain) if job.explain else None for job in jobs]
         except Exception as exc:  # noqa: BLE001 - every waiting client gets the error, and the thread goes on
             for job in jobs:

@@ -16,10 +16,11 @@ from typing import Iterable, Sequence
 import cv2
 import numpy as np
 
-from auditor_rt.runtime.auditor import AuditResult, _decode_all
 from auditor_rt.runtime.errors import AuditorError, ConfigError
-from auditor_rt.runtime.imageio import ImageSource
+from auditor_rt.runtime.imageio import ImageSource, decode_all
+from auditor_rt.runtime.pictures import MapDisplay
 from auditor_rt.runtime.regions import Region
+from auditor_rt.runtime.results import AuditResult
 
 
 class ServerError(AuditorError):
@@ -67,7 +68,7 @@ class AuditClient:
 
     def audit(self, images: ImageSource | Sequence[ImageSource], explain: str | None = None) -> list[AuditResult]:
         """Audit paths, encoded buffers or RGB arrays; heatmaps come back exact (float32) at each image's size."""
-        return self.audit_arrays(_decode_all(images), explain)
+        return self.audit_arrays(decode_all(images), explain)
 
     def audit_arrays(self, images: Iterable[np.ndarray], explain: str | None = None) -> list[AuditResult]:
         images = list(images)
@@ -106,20 +107,28 @@ def to_result(item: dict) -> AuditResult:
 
 
 class RemoteAuditor:
-    """What ``infer`` needs of an ``Auditor``, served by a running ``auditor-rt serve``."""
+    """The model protocol of ``runtime/auditor.py`` (``predict``), served by a running ``auditor-rt serve``: lets
+    ``infer --server URL`` run its pipeline against it."""
 
-    is_classifier = False
+    heatmaps = True
 
     def __init__(self, client: AuditClient, batch_size: int = 8):
         self.client, self.batch_size = client, batch_size
         self.info = client.info()  # fails early, with a clear message, when the server is not there
         self.threshold = self.info.get("decision", {}).get("threshold")
 
-    def audit_arrays(self, images) -> list[AuditResult]:
+    def predict(self, images) -> list[AuditResult]:
         return self.client.audit_arrays(images)
 
-    def classify_arrays(self, images, k: int = 5):
-        raise ConfigError("the server runs a risk-head artifact; there are no classes to ask for")
+    def map_display(self, **options) -> MapDisplay:
+        """The server's heatmaps, on the per-image scale: there is no local artifact to take a scale from."""
+        return MapDisplay(**options)
+
+    def run_settings(self, display: MapDisplay) -> dict:
+        return {"threshold": self.threshold, "heatmap_scale": display.heatmap_mode}
+
+    def set_threshold(self, threshold: float) -> None:
+        raise ConfigError("--threshold sets a local model's decision; with --server the server's threshold decides")
 
     def __enter__(self) -> "RemoteAuditor":
         return self

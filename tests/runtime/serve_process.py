@@ -21,12 +21,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+SLOW_SERVE = Path(__file__).with_name("slow_serve.py")
+
+
 class Server:
-    def __init__(self, python: str, artifact: Path, *options: str):
+    """``auditor-rt serve ARTIFACT *options``; with ``model_delay_ms``, its model is the slow fake one of
+    ``slow_serve.py``."""
+
+    def __init__(self, python: str, artifact: Path, *options: str, model_delay_ms: float | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen([python, "-c", "from auditor_rt.cli.main import cli; cli()", "serve",
-                                         str(artifact), "--port", str(self.port), *options],
+        program = (["-c", "from auditor_rt.cli.main import cli; cli()"] if model_delay_ms is None
+                   else [str(SLOW_SERVE), str(model_delay_ms)])
+        self.process = subprocess.Popen([python, *program, "serve", str(artifact), "--port", str(self.port), *options],
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def wait_ready(self, timeout: float = 60) -> None:
@@ -52,8 +59,8 @@ class Server:
 
 
 @contextlib.contextmanager
-def running(python, artifact, *options):
-    server = Server(python, artifact, *options)
+def running(python, artifact, *options, model_delay_ms=None):
+    server = Server(python, artifact, *options, model_delay_ms=model_delay_ms)
     try:
         server.wait_ready()
         yield server

@@ -50,7 +50,7 @@ def test_the_queue_bound_is_exact(artifact_dir, python_exe):
     503s with Retry-After, and the 3 queued ones are served."""
     queue = 3
     with running(python_exe, artifact_dir, "--max-batch", "1", "--max-queue", str(queue),
-                 "--simulate-model-ms", "1500") as server:
+                 model_delay_ms=1500) as server:
         image = png_bytes(np.full((96, 96, 3), 90, np.uint8))
         results: list[tuple[int, dict]] = []
 
@@ -80,8 +80,8 @@ def test_the_queue_bound_is_exact(artifact_dir, python_exe):
 
 
 def test_a_request_that_waits_past_its_deadline_gets_504_and_is_not_run(artifact_dir, python_exe):
-    with running(python_exe, artifact_dir, "--max-batch", "1", "--simulate-model-ms", "1200",
-                 "--timeout-ms", "400") as server:
+    with running(python_exe, artifact_dir, "--max-batch", "1", "--timeout-ms", "400",
+                 model_delay_ms=1200) as server:
         image = png_bytes(np.full((96, 96, 3), 10, np.uint8))
         statuses = []
         threads = [threading.Thread(target=lambda: statuses.append(
@@ -148,7 +148,7 @@ def test_multipart_several_images_and_heatmap_by_reference(artifact_dir, python_
 
 
 def test_sigterm_drains_the_requests_in_flight_and_exits_0(artifact_dir, python_exe):
-    server = Server(python_exe, artifact_dir, "--max-batch", "1", "--simulate-model-ms", "700")
+    server = Server(python_exe, artifact_dir, "--max-batch", "1", model_delay_ms=700)
     try:
         server.wait_ready()
         image = png_bytes(np.full((96, 96, 3), 128, np.uint8))
@@ -230,8 +230,8 @@ def test_explain_adds_the_attribution_map_of_the_local_auditor(explain_artifact_
 def test_max_wait_refuses_what_would_wait_too_long(artifact_dir, python_exe):
     """--max-wait-ms: with the model measured at 2 images/s (500 ms a call), a request that would wait behind a call
     under way (about 1 s to its answer) is refused at once; one that finds the model idle (0.5 s) is served."""
-    with running(python_exe, artifact_dir, "--max-batch", "1", "--simulate-model-ms", "500",
-                 "--max-wait-ms", "700") as server:
+    with running(python_exe, artifact_dir, "--max-batch", "1", "--max-wait-ms", "700",
+                 model_delay_ms=500) as server:
         image = png_bytes(np.full((96, 96, 3), 60, np.uint8))
 
         def post():
