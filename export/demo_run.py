@@ -18,7 +18,8 @@ from auditor_rt.export.onnx_export import export_artifact
 from auditor_rt.export.progress import Progress
 from auditor_rt.export.train import TrainConfig, train
 from auditor_rt.runtime.auditor import Auditor
-from auditor_rt.runtime.infer import run_inference
+from auditor_rt.runtime.image_file_source import ImageFileSource
+from auditor_rt.runtime.pipeline import run_pipeline
 from auditor_rt.runtime.sources import Item
 
 
@@ -69,11 +70,12 @@ def run_demo(folder: Path, artifact_dir: Path, cfg: TrainConfig, n_train: int, n
     start = time.perf_counter()
     test = read_manifest(data.test_manifest)
     with progress.item("audit"), Auditor.load(artifact_dir) as auditor:
-        run = run_inference(auditor, [Item(s.path) for s in test], folder / "infer", keep_heatmaps=True)
+        run = run_pipeline(auditor, ImageFileSource([Item(s.path) for s in test]), folder / "infer",
+                           keep_results=True)
     boxed = [i for i, s in enumerate(test) if s.label == 1 and s.box is not None]
     timings["infer_s"] = time.perf_counter() - start
     boxes = np.array([test[i].box for i in boxed])
-    scores = np.array([r["score"] for r in run.records if r["status"] == "ok"])
+    scores = np.array([run.results[i].score for i in sorted(run.results)])
     labels = np.array([s.label for s in test])
     summary = {
         "backbone": cfg.backbone,
@@ -84,7 +86,7 @@ def run_demo(folder: Path, artifact_dir: Path, cfg: TrainConfig, n_train: int, n
             "auroc": metrics.auroc(scores, labels),
             "ap": metrics.average_precision(scores, labels),
             "accuracy": float(np.mean((scores >= trained.config["threshold"]) == (labels == 1))),
-            "pointing_game": metrics.pointing_game(np.stack([run.heatmaps[i] for i in boxed]), boxes),
+            "pointing_game": metrics.pointing_game(np.stack([run.results[i].heatmap for i in boxed]), boxes),
             "images": int(len(labels)),
         },
         "timings_s": {k: round(v, 1) for k, v in timings.items()},

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from auditor_rt.runtime.explain import check_method, steps_for_gap
 from auditor_rt.runtime.frames import Frame, Source
 from auditor_rt.runtime.pictures import MapDisplay
@@ -41,7 +39,7 @@ class RunSummary:
     stopped_by: str = ""  # "", "interrupt", "max-frames" or "duration"
     settings: dict = field(default_factory=dict)  # threshold, heatmap scale, explain method: what the run used
     error_messages: list[str] = field(default_factory=list)  # the first ERRORS_KEPT
-    heatmaps: dict[int, np.ndarray] | None = None  # by input index, when the caller keeps them (scoring)
+    results: dict[int, object] | None = None  # image results by input index, when the caller keeps them (scoring)
     ig_checked: int = 0
     ig_missed: list[float] = field(default_factory=list)  # the gaps of IG maps that missed completeness
     ig_steps: int | None = None
@@ -57,8 +55,8 @@ class RunSummary:
                 self.positives = None
             elif self.positives is not None:
                 self.positives += result.flagged
-            if self.heatmaps is not None and not frame.video:
-                self.heatmaps[frame.index] = result.heatmap
+            if self.results is not None and not frame.video:
+                self.results[frame.index] = result
         elif frame.event == "error":
             self.errors += 1
             if len(self.error_messages) < ERRORS_KEPT:
@@ -94,19 +92,19 @@ Progress = Callable[[int, RunSummary, int], None]  # (frames just recorded, summ
 def run_pipeline(model, source: Source, folder: Path, save: SaveRule | None = None, explain: str | None = None,
                  display: MapDisplay | None = None, progress: Progress | None = None, append: bool = False,
                  summary_name: str | None = "summary.json", settings: dict | None = None,
-                 keep_heatmaps: bool = False) -> RunSummary:
+                 keep_results: bool = False) -> RunSummary:
     """Score every frame of ``source`` with ``model`` (``runtime/auditor.py``) into ``folder``. ``explain`` names an
     attribution graph whose maps are added to the records and drawn; ``display`` says how maps are drawn (default:
     the model's); ``append`` adds to an existing ``results.jsonl`` (``--resume``). ``progress`` is called after each
     batch, and after each explained chunk (IG runs an image at a time). ``settings`` are added to the summary as
-    they are; it goes to ``summary_name`` in the folder (None: not written). ``keep_heatmaps`` keeps each image's
-    heatmap in ``summary.heatmaps`` by input index."""
+    they are; it goes to ``summary_name`` in the folder (None: not written). ``keep_results`` keeps each image's
+    result in ``summary.results`` by input index (memory grows with the run: for scoring small sets)."""
     if explain:
         check_method(model.artifact, explain)
     display = display or model.map_display()
     save = save or SaveRule()
     summary = RunSummary(folder, settings={**(settings or {}), **model.run_settings(display), "explain": explain},
-                         heatmaps={} if keep_heatmaps else None)
+                         results={} if keep_results else None)
     if explain == "ig":
         summary.ig_steps = int(model.artifact.graph("ig").params.get("steps", 32))
     folder.mkdir(parents=True, exist_ok=True)
@@ -122,7 +120,10 @@ def run_pipeline(model, source: Source, folder: Path, save: SaveRule | None = No
     try:
         with stop_on_interrupt(stop, interrupted):
             for batch in batches:
-                writer.jobs.put(_score(model, batch, explain, summary, writer, progress))
+                scored = _score(model, batch, explain, summary, writer, progress)
+                writer.jobs.put(scored)
+                if progress is not None and len(batch) > scored.reported:
+                    progress(len(batch) - scored.reported, summary, writer.jobs.qsize())
                 if writer.failure is not None:
                     break
     finally:
@@ -142,7 +143,8 @@ def run_pipeline(model, source: Source, folder: Path, save: SaveRule | None = No
 
 def _score(model, batch: list[Frame], explain: str | None, summary: RunSummary, writer: RecordWriter,
            progress: Progress | None) -> Scored:
-    """Inference for the frames of a batch that have an image; counts every frame into the summary."""
+    """Inference for the frames of a batch that have an image; counts every frame into the summary. ``progress``
+    hears of each explained chunk (``reported`` says how many frames it heard of)."""
     scored = [frame for frame in batch if frame.scored]
     images = [frame.image for frame in scored]
     began = time.perf_counter()
@@ -161,6 +163,4 @@ def _score(model, batch: list[Frame], explain: str | None, summary: RunSummary, 
     outcomes = dict(zip(map(id, scored), zip(results, explanations or [None] * len(results))))
     for frame in batch:
         summary.count(frame, *outcomes.get(id(frame), (None, None)))
-    if progress is not None and len(batch) > reported:
-        progress(len(batch) - reported, summary, writer.jobs.qsize())
-    return Scored(batch, results, explanations, infer_ms, began)
+    return Scored(batch, results, explanations, infer_ms, began, reported)
