@@ -59,6 +59,7 @@ class Scored:
     explanations: list
     infer_ms: float
     began: float  # time.perf_counter() when inference started
+    reported: int = 0  # frames already told to the progress callback (explained chunks)
 
 
 class RecordWriter(threading.Thread):
@@ -105,13 +106,14 @@ class RecordWriter(threading.Thread):
         picture = result.overlay(frame.image, self.display) if draw or self.save.video or self.save.show else None
         if picture is not None:
             note = self.display.heatmap_note
-            captioned = with_legend(draw_caption(picture, result.caption()), "risk", note)
+            captioned = draw_caption(picture, result.caption())
             if draw:
-                record["overlay"] = self._picture(Path("overlays") / f"{frame.stem()}.jpg", captioned)
+                name = Path("overlays") / f"{frame.stem()}.jpg"
+                record["overlay"] = self._picture(name, with_legend(captioned, "risk", note))
                 tile.append((picture, result.caption(2)))
                 legends.append(("risk", note))
             if frame.video:
-                self._stream(frame, captioned, record)
+                self._stream(frame, captioned, record)  # at the source's size: no legend band
         if explanation is not None:
             record["explain"] = explanation.to_dict()
             if draw:

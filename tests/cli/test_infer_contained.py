@@ -18,10 +18,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
 from hostile_images import CRASHING_APNG, OS2_BMP, memory_hungry_png, slow_png  # noqa: E402
 
-from auditor_rt.runtime import infer as infer_module  # noqa: E402
+from auditor_rt.runtime import image_file_source as source_module  # noqa: E402
 from auditor_rt.runtime.auditor import Auditor  # noqa: E402
 from auditor_rt.runtime.decoder_pool import DecoderPool  # noqa: E402
 from auditor_rt.runtime.decoder_protocol import read_control  # noqa: E402
+from auditor_rt.runtime.pipeline import run_pipeline  # noqa: E402
+from auditor_rt.runtime.record_writer import SaveRule  # noqa: E402
 from auditor_rt.runtime.sources import expand_sources  # noqa: E402
 
 
@@ -102,10 +104,11 @@ class KillingPool(DecoderPool):
 def test_a_decoder_killed_by_a_signal_mid_run(artifact_dir, tmp_path, good_images, monkeypatch):
     victim = tmp_path / "kill-me.png"
     victim.write_bytes(slow_png())
-    monkeypatch.setattr(infer_module, "DecoderPool", KillingPool)
+    monkeypatch.setattr(source_module, "DecoderPool", KillingPool)
     items = expand_sources([str(good_images[0]), str(victim), *map(str, good_images[1:])])
     with Auditor.load(artifact_dir, batch_size=2) as auditor:
-        summary = infer_module.run_inference(auditor, items, tmp_path / "run", save_overlays=False)
+        summary = run_pipeline(auditor, source_module.ImageFileSource(items), tmp_path / "run",
+                               SaveRule(overlays=False))
     assert (summary.ok, summary.errors) == (5, 1)
-    assert "killed by SIGKILL" in summary.records[1]["error"]
+    assert "killed by SIGKILL" in summary.error_messages[0] and "kill-me.png" in summary.error_messages[0]
     assert [r["index"] for r in records(tmp_path / "run")] == list(range(6))

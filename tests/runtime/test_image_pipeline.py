@@ -1,4 +1,4 @@
-"""``infer`` on images as overlapped stages: decode threads ahead of the model, a writer thread behind it, records
+"""The pipeline on image files as overlapped stages: decode threads ahead of the model, a writer thread behind it, records
 in input order, and an interruption that keeps what was done and leaves the rest to ``--resume``."""
 
 from __future__ import annotations
@@ -15,9 +15,12 @@ import cv2
 import numpy as np
 import pytest
 
-import auditor_rt.runtime.infer as infer_module
+import auditor_rt.runtime.image_file_source as source_module
+import auditor_rt.runtime.record_writer as writer_module
 from auditor_rt.runtime.auditor import Auditor
-from auditor_rt.runtime.infer import run_inference
+from auditor_rt.runtime.image_file_source import ImageFileSource
+from auditor_rt.runtime.pipeline import run_pipeline
+from auditor_rt.runtime.record_writer import SaveRule
 from auditor_rt.runtime.sources import Item
 
 
@@ -42,7 +45,7 @@ def test_decode_and_writing_overlap_inference(artifact_dir, tmp_path, monkeypatc
     paths = write_images(tmp_path / "in", 12)
     events: list[tuple[str, float]] = []
     decode_threads: set[str] = set()
-    real_write, real_decode = infer_module.write_rgb, infer_module._decode_chunk
+    real_write, real_decode = writer_module.write_rgb, source_module._decode_chunk
 
     def slow_write(path, picture):
         time.sleep(0.04)
@@ -54,17 +57,17 @@ def test_decode_and_writing_overlap_inference(artifact_dir, tmp_path, monkeypatc
         decode_threads.add(threading.current_thread().name)
         return real_decode(*args, **kwargs)
 
-    monkeypatch.setattr(infer_module, "write_rgb", slow_write)
-    monkeypatch.setattr(infer_module, "_decode_chunk", traced_decode)
+    monkeypatch.setattr(writer_module, "write_rgb", slow_write)
+    monkeypatch.setattr(source_module, "_decode_chunk", traced_decode)
     with Auditor.load(artifact_dir, batch_size=4) as auditor:
-        real_audit = auditor.audit_arrays
+        real_predict = auditor.predict
 
-        def traced_audit(arrays):
+        def traced_predict(arrays):
             events.append(("scored", time.perf_counter()))
-            return real_audit(arrays)
+            return real_predict(arrays)
 
-        auditor.audit_arrays = traced_audit
-        summary = run_inference(auditor, [Item(str(p)) for p in paths], tmp_path / "run")
+        auditor.predict = traced_predict
+        summary = run_pipeline(auditor, ImageFileSource([Item(str(p)) for p in paths]), tmp_path / "run")
     assert summary.ok == 12 and summary.errors == 0
     scored = [t for kind, t in events if kind == "scored"]
     written = [t for kind, t in events if kind == "written"]
@@ -82,22 +85,23 @@ def test_records_keep_input_order_whatever_order_decoding_ends(artifact_dir, tmp
     items.insert(5, Item(str(tmp_path / "missing.png"), "no such file or folder"))
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     items.insert(11, Item(str(tmp_path / "broken.png")))
-    real_decode = infer_module._decode_chunk
+    real_decode = source_module._decode_chunk
     jitter = random.Random(1)
 
     def jittery_decode(*args, **kwargs):
         time.sleep(jitter.uniform(0, 0.02))
         return real_decode(*args, **kwargs)
 
-    monkeypatch.setattr(infer_module, "_decode_chunk", jittery_decode)
+    monkeypatch.setattr(source_module, "_decode_chunk", jittery_decode)
     with Auditor.load(artifact_dir, batch_size=4) as auditor:
-        summary = run_inference(auditor, items, tmp_path / "run", decode_workers=4, save_overlays=False)
+        summary = run_pipeline(auditor, ImageFileSource(items, workers=4), tmp_path / "run", SaveRule(overlays=False))
     rows = records(tmp_path / "run")
     assert [r["index"] for r in rows] == list(range(20))
     assert [r["source"] for r in rows] == [item.source for item in items]
     assert [r["status"] for r in rows].count("error") == 2 and rows[5]["status"] == rows[11]["status"] == "error"
     assert "broken.png" in rows[11]["error"]
-    assert all(set(r["timings"]) == {"decode_ms", "infer_ms", "draw_ms"} for r in rows if r["status"] == "ok")
+    assert all(set(r["timings"]) == {"decode_ms", "queue_ms", "infer_ms", "draw_ms"} for r in rows
+               if r["status"] == "ok")
     assert (summary.ok, summary.errors) == (18, 2)
 
 
@@ -108,20 +112,21 @@ def test_an_interrupted_run_keeps_valid_records_and_resume_finishes_it(artifact_
     items = [Item(str(p)) for p in paths]
     calls = []
 
-    def interrupt_once(count, depth):
+    def interrupt_once(count, summary, depth):
         calls.append(count)
         if len(calls) == 1:
             raise KeyboardInterrupt
 
     with Auditor.load(artifact_dir, batch_size=4) as auditor:
-        first = run_inference(auditor, items, tmp_path / "run", progress=interrupt_once, save_overlays=False)
+        first = run_pipeline(auditor, ImageFileSource(items), tmp_path / "run", SaveRule(overlays=False),
+                             progress=interrupt_once)
         rows = records(tmp_path / "run")
         assert first.stopped_by == "interrupt" and 4 <= len(rows) < 40 and first.ok == len(rows)
         assert [r["index"] for r in rows] == list(range(len(rows)))
         done = {r["source"] for r in rows}
         rest = [item for item in items if item.source not in done]
-        second = run_inference(auditor, rest, tmp_path / "run", append=True, start_index=len(rows),
-                               save_overlays=False)
+        second = run_pipeline(auditor, ImageFileSource(rest, start_index=len(rows)), tmp_path / "run",
+                              SaveRule(overlays=False), append=True)
     rows = records(tmp_path / "run")
     assert second.stopped_by == "" and [r["index"] for r in rows] == list(range(40))
     assert sorted(r["source"] for r in rows) == sorted(item.source for item in items)
@@ -160,7 +165,8 @@ def test_only_positive_saves_overlays_of_risk_images_only(artifact_dir, tmp_path
     with Auditor.load(artifact_dir, batch_size=4) as auditor:
         auditor.threshold = float(np.median([r.score for r in auditor.audit_arrays(
             [cv2.imread(str(p))[..., ::-1].copy() for p in paths])]))  # about half are risk
-        summary = run_inference(auditor, [Item(str(p)) for p in paths], tmp_path / "run", only_positive=True)
+        summary = run_pipeline(auditor, ImageFileSource([Item(str(p)) for p in paths]), tmp_path / "run",
+                               SaveRule(only_positive=True))
     rows = records(tmp_path / "run")
     assert summary.ok == 10 and 0 < summary.positives < 10
     assert all(("overlay" in r) == (r["label"] == "risk") for r in rows)

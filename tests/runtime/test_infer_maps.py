@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 
 from auditor_rt.runtime.auditor import Auditor
-from auditor_rt.runtime.infer import run_inference
+from auditor_rt.runtime.image_file_source import ImageFileSource
 from auditor_rt.runtime.manifest import Manifest
 from auditor_rt.runtime.pictures import THUMB, MapDisplay, display_heatmap
+from auditor_rt.runtime.pipeline import run_pipeline
+from auditor_rt.runtime.record_writer import SaveRule
 from auditor_rt.runtime.sources import Item
 
 
@@ -59,8 +61,8 @@ def test_run_with_ig_saves_raw_maps_png_overlays_and_a_paired_sheet(explain_arti
     items = write_images(tmp_path / "in", 3)
     calls = []
     with Auditor.load(explain_artifact_dir, batch_size=4) as auditor:
-        summary = run_inference(auditor, items, tmp_path / "run", explain="ig", save_raw_maps=True,
-                                progress=lambda done, depth: calls.append(done))
+        summary = run_pipeline(auditor, ImageFileSource(items), tmp_path / "run", SaveRule(raw_maps=True),
+                               explain="ig", progress=lambda done, summary, depth: calls.append(done))
         results = auditor.audit_arrays([cv2.cvtColor(cv2.imread(i.source), cv2.COLOR_BGR2RGB) for i in items])
         size = tuple(auditor.input_size)
     # IG at batch 4 runs one image at a time (4 // (4 steps + 2) -> 1): one progress call per image
@@ -92,10 +94,10 @@ def test_absolute_scale_colours_the_overlays_and_is_recorded(artifact_dir, tmp_p
     scale = float(np.maximum(result.risk_map, 0).max()) * 4 or 1.0  # the first image's peak at a quarter heat
     scaled = with_absolute_scale(artifact_dir, tmp_path, {"risk_map_max": scale})
     with Auditor.load(scaled) as auditor:
-        summary = run_inference(auditor, items, tmp_path / "abs", summary_name="summary.json")
-        image_run = run_inference(auditor, items, tmp_path / "img",
-                                  display=MapDisplay(tuple(auditor.input_size), heatmap_scale="image",
-                                                     absolute=scale))
+        summary = run_pipeline(auditor, ImageFileSource(items), tmp_path / "abs", summary_name="summary.json")
+        image_run = run_pipeline(auditor, ImageFileSource(items), tmp_path / "img",
+                                 display=MapDisplay(tuple(auditor.input_size), heatmap_scale="image",
+                                                    absolute=scale))
     assert summary.settings["heatmap_scale"] == "absolute" and image_run.settings["heatmap_scale"] == "image"
     heat = display_heatmap(result, MapDisplay(absolute=scale))
     assert heat.max() == pytest.approx(0.25, abs=0.01)     # absolute: the peak is a quarter of the scale
