@@ -261,5 +261,5 @@ def test_a_classifier_artifact_is_refused_with_one_line(tmp_path):
     folder = export_classifier_artifact("test_resnet", tmp_path / "clf", weights="random", num_classes=3,
                                         input_size=64, check=False).folder
     result = CliRunner().invoke(cli, ["serve", str(folder), "--port", str(free_port())])
-    assert result.exit_code == 2 and "not supported yet: serve runs risk-head artifacts" in result.output
+    assert result.exit_code == 2 and "serve runs risk-head artifacts" in result.output
     assert "Traceback" not in result.output
