@@ -4,7 +4,7 @@ A folder of 640x480 JPEGs is generated (``--count`` of them), then three contend
 artifact and batch size, overlays included (``infer``'s default):
 - **model only**: the audit graph on the same images, already decoded and in memory, in the same batches: the
   ceiling;
-- **infer pipeline**: ``run_inference`` (decode threads ahead, each handing files to a decoder process, batching +
+- **infer pipeline**: ``run_pipeline`` on an ``ImageFileSource`` (decode threads ahead, each handing files to a decoder process, batching +
   inference, a writer thread that draws the overlays and writes the records and the contact sheet), as
   ``auditor-rt infer`` runs a folder;
 - **infer pipeline, in-process decoding**: the same, with the decode threads calling ``decode_image`` themselves,
@@ -38,7 +38,8 @@ from auditor_rt.runtime import Auditor  # noqa: E402
 from auditor_rt.runtime.decoder_pool import Decoded, DecoderPool  # noqa: E402
 from auditor_rt.runtime.errors import ImageDecodeError  # noqa: E402
 from auditor_rt.runtime.imageio import decode_image  # noqa: E402
-from auditor_rt.runtime.infer import caption_of, default_decode_workers, render_overlay, run_inference  # noqa: E402
+from auditor_rt.runtime.image_file_source import ImageFileSource, default_decode_workers  # noqa: E402
+from auditor_rt.runtime.pipeline import run_pipeline  # noqa: E402
 from auditor_rt.runtime.sources import Item  # noqa: E402
 from auditor_rt.runtime.visualize import draw_caption, write_rgb  # noqa: E402
 
@@ -76,15 +77,15 @@ def naive_loop(auditor: Auditor, paths: list[Path], batch: int, out: Path) -> fl
         for offset in range(0, len(paths), batch):
             chunk = paths[offset:offset + batch]
             images = [decode_image(str(path)) for path in chunk]
-            for path, image, result in zip(chunk, images, auditor.audit_arrays(images)):
-                picture = draw_caption(render_overlay(image, result), caption_of(result))
+            for path, image, result in zip(chunk, images, auditor.predict(images)):
+                picture = draw_caption(result.overlay(image, None), result.caption())
                 write_rgb(out / "overlays" / f"{path.stem}.jpg", picture)
-                handle.write(json.dumps(result.to_dict()) + "\n")
+                handle.write(json.dumps(result.to_record()) + "\n")
     return len(paths) / (time.perf_counter() - start)
 
 
 class InProcessDecoder:
-    """Stands in for the ``DecoderPool`` in ``run_inference``: each decode thread decodes in this process."""
+    """Stands in for the ``DecoderPool`` of an ``ImageFileSource``: each decode thread decodes in this process."""
 
     def __init__(self, workers: int):
         self.workers = workers
@@ -103,7 +104,7 @@ class InProcessDecoder:
 def pipeline(auditor: Auditor, paths: list[Path], out: Path, decoder=None) -> float:
     """``decoder``: a started ``DecoderPool`` (as ``auditor-rt infer`` starts one while the model loads), or an
     ``InProcessDecoder``."""
-    summary = run_inference(auditor, [Item(str(path)) for path in paths], out, decoder=decoder)
+    summary = run_pipeline(auditor, ImageFileSource([Item(str(path)) for path in paths], decoder=decoder), out)
     if summary.ok != len(paths):
         raise SystemExit(f"error: the pipeline audited {summary.ok} of {len(paths)} images")
     return summary.ok / summary.seconds
@@ -130,7 +131,7 @@ def main(argv=None) -> int:
         with Auditor.load(args.artifact, batch_size=args.batch, threads=args.threads) as auditor, \
                 DecoderPool(default_decode_workers()) as decoder:
             decoder.warm_up()
-            auditor.audit_arrays(decoded[:args.batch])  # warm-up
+            auditor.predict(decoded[:args.batch])  # warm-up
             for round_ in range(args.repeats):
                 results[names[0]].append(model_only(auditor, decoded, args.batch))
                 results[names[1]].append(pipeline(auditor, paths, temp / f"run{round_}", decoder))

@@ -3,8 +3,8 @@
 A video is generated (640x480, 30 fps, ``--seconds`` long, moving shapes so that JPEG/MJPEG decoding does real
 work), then three contenders run on it with the same artifact and batch size:
 - **model only**: the audit graph on the same frames, already decoded and in memory, in the same batches
-  (``Auditor.audit_arrays``): the ceiling;
-- **infer pipeline**: ``run_stream`` (reader thread, batching + inference, writer thread), as ``auditor-rt infer``
+  (``Auditor.predict``): the ceiling;
+- **infer pipeline**: ``run_pipeline`` on a ``VideoSource`` (reader thread, batching + inference, writer thread), as ``auditor-rt infer``
   runs a video, with JSONL records and no overlays;
 - **naive loop**: one thread that decodes a batch, scores it, writes its records, then decodes the next.
 
@@ -28,7 +28,9 @@ import cv2
 import numpy as np
 
 from auditor_rt.runtime import Auditor
-from auditor_rt.runtime.stream_infer import SaveRule, run_stream
+from auditor_rt.runtime.pipeline import run_pipeline
+from auditor_rt.runtime.record_writer import SaveRule
+from auditor_rt.runtime.video_source import VideoSource
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -71,7 +73,7 @@ def decode_all(path: Path) -> list[np.ndarray]:
 def model_only(auditor: Auditor, frames: list[np.ndarray], batch: int) -> float:
     start = time.perf_counter()
     for offset in range(0, len(frames), batch):
-        auditor.audit_arrays(frames[offset:offset + batch])
+        auditor.predict(frames[offset:offset + batch])
     return len(frames) / (time.perf_counter() - start)
 
 
@@ -89,15 +91,15 @@ def naive_loop(auditor: Auditor, path: Path, batch: int, out: Path) -> float:
                 chunk.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
             if not chunk:
                 break
-            for result in auditor.audit_arrays(chunk):
-                handle.write(json.dumps(result.to_dict()) + "\n")
+            for result in auditor.predict(chunk):
+                handle.write(json.dumps(result.to_record()) + "\n")
             count += len(chunk)
     capture.release()
     return count / (time.perf_counter() - start)
 
 
 def pipeline(auditor: Auditor, path: Path, folder: Path) -> tuple[float, int]:
-    summary = run_stream(auditor, [str(path)], folder, save=SaveRule(enabled=False))
+    summary = run_pipeline(auditor, VideoSource([str(path)]), folder, SaveRule(overlays=False))
     return summary.fps, summary.ok
 
 
@@ -126,7 +128,7 @@ def main(argv=None) -> int:
         results: dict[str, list[float]] = {"model only (frames in memory)": [], "infer pipeline": [],
                                            "naive one-thread loop": []}
         with Auditor.load(args.artifact, batch_size=args.batch, threads=args.threads) as auditor:
-            auditor.audit_arrays(decoded[:args.batch])  # warm-up
+            auditor.predict(decoded[:args.batch])  # warm-up
             for round_ in range(args.repeats):
                 results["model only (frames in memory)"].append(model_only(auditor, decoded, args.batch))
                 fps, scored = pipeline(auditor, video, temp / f"run{round_}")
