@@ -21,10 +21,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from auditor_rt.export.backbone import FeatureExtractor, Normalize, create_backbone, preprocessing_of
-from auditor_rt.export.graphs import AuditModule, ScoreModule
-from auditor_rt.export.head import RiskHead
-from auditor_rt.export.onnx_export import export_graph
+from auditor_rt.export.models.backbone import FeatureExtractor, Normalize, create_backbone, preprocessing_of
+from auditor_rt.export.models.audit_module import AuditModule, ScoreModule
+from auditor_rt.export.models.head import RiskHead
+from auditor_rt.export.conversion.torch_to_onnx import export_graph
 
 # The session options that the benchmark calls "tuned". Spinning intra-op threads busy-wait between ops; on a
 # 2-core box shared with decode threads or other processes they steal the core that the work needs.

@@ -85,8 +85,8 @@ def export_graphs(audit, folder: Path, args) -> dict:
     import torch
 
     from auditor_rt.export.attribution import create_attribution
-    from auditor_rt.export.onnx_export import export_graph
-    from auditor_rt.export.weights_store import share_initializers
+    from auditor_rt.export.conversion.torch_to_onnx import export_graph
+    from auditor_rt.export.conversion.weights_store import share_initializers
 
     stamp = {"backbone": args.backbone, "size": args.size, "methods": sorted(args.methods),
              "params": export_params(args)}

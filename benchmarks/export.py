@@ -37,9 +37,9 @@ WRAPPED = [
     ("auditor_rt.export.onnx_export", "optimize_for_onnxruntime", "ONNX passes"),
     ("auditor_rt.export.onnx_export", "write_metadata", "metadata (load + save)"),
     ("auditor_rt.export.onnx_export", "check_parity", "parity"),
-    ("auditor_rt.export.parity", "_fp32_reference", "  parity: torch FP32 reference"),
-    ("auditor_rt.export.parity", "_fp64_reference", "  parity: torch FP64 reference"),
-    ("auditor_rt.export.parity", "_ort_outputs", "  parity: ONNX Runtime"),
+    ("auditor_rt.export.verification.parity", "_fp32_reference", "  parity: torch FP32 reference"),
+    ("auditor_rt.export.verification.parity", "_fp64_reference", "  parity: torch FP64 reference"),
+    ("auditor_rt.export.verification.parity", "_ort_outputs", "  parity: ONNX Runtime"),
     ("auditor_rt.export.onnx_export", "share_initializers", "weights.bin dedupe"),
     ("auditor_rt.export.onnx_export", "ig_completeness", "IG completeness check"),
 ]
@@ -73,9 +73,9 @@ def make_checkpoint(backbone: str, folder: Path, size: int = 224) -> Path:
     """A checkpoint as ``train`` writes it, with a random head whose feature statistics come from a few images."""
     import torch
 
-    from auditor_rt.export.backbone import FeatureExtractor, Normalize, create_backbone, preprocessing_of
-    from auditor_rt.export.checkpoint import save_checkpoint
-    from auditor_rt.export.head import RiskHead
+    from auditor_rt.export.models.backbone import FeatureExtractor, Normalize, create_backbone, preprocessing_of
+    from auditor_rt.export.models.checkpoint import save_checkpoint
+    from auditor_rt.export.models.head import RiskHead
 
     torch.manual_seed(0)
     with warnings.catch_warnings():
@@ -94,14 +94,12 @@ def make_checkpoint(backbone: str, folder: Path, size: int = 224) -> Path:
 
 
 def run_once(checkpoint: Path, methods: list[str], out: Path, ig_steps: int) -> tuple[float, dict[str, float]]:
-    from auditor_rt.export.checkpoint import load_checkpoint
-    from auditor_rt.export.onnx_export import export_artifact
+    from auditor_rt.export.models.checkpoint import load_checkpoint
+    from auditor_rt.export.graphs.artifact_writer import ExportResult
+    from auditor_rt.export.graphs.risk_head_export import export_artifact
 
     seconds: dict[str, float] = collections.defaultdict(float)
-    from auditor_rt.export import onnx_export
-
-    if not hasattr(onnx_export.ExportResult, "__dataclass_fields__") or \
-            "progress" not in onnx_export.ExportResult.__dataclass_fields__:
+    if not hasattr(ExportResult, "__dataclass_fields__") or "progress" not in ExportResult.__dataclass_fields__:
         wrap_stages(seconds)  # an exporter from before progress.py: time its functions from outside
     before = load_average()
     start = time.perf_counter()

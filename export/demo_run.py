@@ -10,13 +10,13 @@ from typing import Callable
 
 import numpy as np
 
-from auditor_rt.export import metrics
-from auditor_rt.export.checkpoint import BACKBONE_NAME, load_checkpoint
-from auditor_rt.export.data import make_demo_dataset, read_manifest
-from auditor_rt.export.finetune import finetune
-from auditor_rt.export.onnx_export import export_artifact
+from auditor_rt.export.training import metrics
+from auditor_rt.export.models.checkpoint import BACKBONE_NAME, load_checkpoint
+from auditor_rt.export.training.data import make_demo_dataset, read_manifest
+from auditor_rt.export.training.finetune import finetune
+from auditor_rt.export.graphs.risk_head_export import export_artifact
 from auditor_rt.export.progress import Progress
-from auditor_rt.export.train import TrainConfig, train
+from auditor_rt.export.training.train import TrainConfig, train
 from auditor_rt.runtime.auditor import Auditor
 from auditor_rt.runtime.image_file_source import ImageFileSource
 from auditor_rt.runtime.pipeline import run_pipeline

@@ -93,3 +93,13 @@ def require_export_versions() -> None:
     problems = version_problems()
     if problems:
         raise UnsupportedVersionError(f"{'; '.join(problems)}. Install the supported versions, {INSTALL_HINT}")
+
+
+def exporter_versions() -> dict[str, str]:
+    """The versions that wrote an artifact, for its manifest."""
+    import onnx
+    import timm
+    import torch
+
+    return {"torch": torch.__version__, "timm": timm.__version__, "onnx": onnx.__version__,
+            "auditor_rt": installed_version(DISTRIBUTION) or "unknown"}

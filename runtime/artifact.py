@@ -51,7 +51,7 @@ class Artifact:
         all before any session opens it, whichever ONNX Runtime version would open it."""
         entry = self.graph(name)
         path = self._inside(entry.file, f"graph {name!r}")
-        for data_file, digest in self.manifest.document.get("data_files", {}).items():
+        for data_file, digest in self.manifest.data_files.items():
             if data_file not in self._verified:
                 self._check_digest(self._inside(data_file, "data file"), digest)
                 self._verified.add(data_file)

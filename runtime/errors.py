@@ -51,10 +51,6 @@ class DecoderUnavailableError(AuditorError):
     """The image decoder processes cannot start (the Python interpreter or OpenCV cannot be run as a subprocess)."""
 
 
-class DataError(AuditorError):
-    """A data set (folder, CSV or JSONL manifest) is malformed or empty."""
-
-
 class NotSupportedError(AuditorError):
     """A capability this version states that it lacks (an operator without a gradient rule, a classifier in
     serve). A forgotten abstract method stays a ``NotImplementedError``: a bug, with its traceback."""
@@ -66,7 +62,3 @@ class BackendUnavailableError(AuditorError):
 
 class OutputError(AuditorError):
     """A result could not be written (full or read-only disk, a file where a folder should be)."""
-
-
-class ExportError(AuditorError):
-    """Exporting a model to ONNX failed, or the export does not match PyTorch."""

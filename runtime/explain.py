@@ -82,8 +82,8 @@ def check_method(artifact, method: str) -> None:
 
 def to_explanations(method: str, entry, outputs: dict, sizes: list[tuple[int, int]],
                     output: str | None = None) -> list[Explanation]:
-    map_name = output or entry.extra.get("map_output")
-    signed = bool(entry.extra.get("signed"))
+    map_name = output or entry.map_output
+    signed = bool(entry.signed)
     scalars = [s.name for s in entry.outputs if len(s.shape) == 1 and s.name != "logit"]
     explanations = []
     for i, size in enumerate(sizes):

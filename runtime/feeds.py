@@ -30,7 +30,8 @@ def make_feed(entry, images: np.ndarray, seed: int, baselines: np.ndarray | str 
     baseline). ``baselines``: the baseline images, or ``"random"`` for seeded random ones (verify and parity);
     an IG graph that takes a baseline needs one of them. ``targets``: class per image, None for -1 (predicted).
     ``samples``: SmoothGrad's noisy copies, if not the graph's own parameter (the count is the noise's shape).
-    ``entry`` needs only ``inputs`` and ``extra`` (the manifest's method and params)."""
+    ``entry`` is a ``GraphEntry`` (its inputs, and for the noise and targets its method, params and
+    num_classes)."""
     rng = np.random.default_rng(seed)
     feed = {}
     for spec in entry.inputs:
@@ -57,7 +58,7 @@ def make_feed(entry, images: np.ndarray, seed: int, baselines: np.ndarray | str 
 def _targets(entry, count: int, targets) -> np.ndarray:
     chosen = (np.full(count, -1, dtype=np.int64) if targets is None
               else np.asarray(targets, dtype=np.int64).reshape(count))
-    classes = entry.extra.get("num_classes")
+    classes = entry.num_classes
     if classes is not None and ((chosen < -1) | (chosen >= classes)).any():
         raise ConfigError(f"target classes {chosen.tolist()} outside 0..{classes - 1} (-1: predicted)")
     return chosen

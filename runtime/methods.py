@@ -72,16 +72,15 @@ KNOWN_METHODS = tuple(METHODS)
 
 def graph_params(entry) -> dict:
     """An attribution graph's parameters: its manifest entry's, over the declared defaults."""
-    method = METHODS.get(entry.extra.get("method"))
-    given = entry.extra.get("params") or {}
+    method = METHODS.get(entry.method)
+    given = entry.params or {}
     return method.resolved(given) if method is not None else dict(given)
 
 
 def images_per_input(entry) -> int:
     """How many images a graph runs per input image (IG's path points, SmoothGrad's noisy copies): the manifest's
     ``images_per_input``, or from the method's parameters for artifacts written before it was recorded."""
-    recorded = entry.extra.get("images_per_input")
-    if recorded is not None:
-        return int(recorded)
-    method = METHODS.get(entry.extra.get("method"))
+    if entry.images_per_input is not None:
+        return int(entry.images_per_input)
+    method = METHODS.get(entry.method)
     return method.per_input(graph_params(entry)) if method is not None else 1

@@ -15,14 +15,14 @@ TINY_SIZE = 96
 
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory):
-    from auditor_rt.export.data import make_demo_dataset
+    from auditor_rt.export.training.data import make_demo_dataset
 
     return make_demo_dataset(tmp_path_factory.mktemp("demo"), n_train=32, n_test=8, size=TINY_SIZE, seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_config(demo_data):
-    from auditor_rt.export.train import TrainConfig
+    from auditor_rt.export.training.train import TrainConfig
 
     return TrainConfig(data=str(demo_data.train_manifest), backbone=TINY_BACKBONE, weights="random",
                        input_size=TINY_SIZE, epochs=3, batch_size=8, workers=0)
@@ -30,7 +30,7 @@ def tiny_config(demo_data):
 
 @pytest.fixture(scope="session")
 def checkpoint_dir(tiny_config, tmp_path_factory):
-    from auditor_rt.export.train import train
+    from auditor_rt.export.training.train import train
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -40,8 +40,8 @@ def checkpoint_dir(tiny_config, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def artifact_dir(checkpoint_dir, tmp_path_factory):
-    from auditor_rt.export.checkpoint import load_checkpoint
-    from auditor_rt.export.onnx_export import export_artifact
+    from auditor_rt.export.models.checkpoint import load_checkpoint
+    from auditor_rt.export.graphs.risk_head_export import export_artifact
 
     return export_artifact(load_checkpoint(checkpoint_dir), tmp_path_factory.mktemp("engines") / "tiny").folder
 
@@ -59,8 +59,8 @@ def write_bytes(path: Path, data: bytes) -> Path:
 @pytest.fixture(scope="session")
 def explain_artifact_dir(checkpoint_dir, tmp_path_factory):
     """The tiny checkpoint exported with attribution graphs (few IG steps, to stay quick)."""
-    from auditor_rt.export.checkpoint import load_checkpoint
-    from auditor_rt.export.onnx_export import export_artifact
+    from auditor_rt.export.models.checkpoint import load_checkpoint
+    from auditor_rt.export.graphs.risk_head_export import export_artifact
 
     result = export_artifact(load_checkpoint(checkpoint_dir), tmp_path_factory.mktemp("engines") / "explain",
                              attributions=["saliency", "ig", "smoothgrad", "gradcam", "gradcam++"],

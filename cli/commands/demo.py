@@ -28,7 +28,7 @@ def command(out, artifact, backbone, weights, n_train, n_test, epochs, input_siz
     require_export_versions()  # before torch is imported: an unsupported one fails in one line, not in a traceback
     from auditor_rt.cli.outputs import output_folder
     from auditor_rt.export.demo_run import run_demo
-    from auditor_rt.export.train import TrainConfig
+    from auditor_rt.export.training.train import TrainConfig
     from auditor_rt.runtime.runfolder import next_run_folder
 
     cfg = TrainConfig(data="", backbone=backbone, weights=weights, epochs=epochs, input_size=input_size, seed=seed,

@@ -41,8 +41,8 @@ def command(checkpoint, out, name, opset, check, attributions, ig_steps, ig_base
     require_export_versions()  # before torch is imported: an unsupported one fails in one line, not in a traceback
     from auditor_rt.cli.outputs import output_folder
     from auditor_rt.cli.reporting import print_export
-    from auditor_rt.export.checkpoint import load_checkpoint
-    from auditor_rt.export.onnx_export import export_artifact
+    from auditor_rt.export.models.checkpoint import load_checkpoint
+    from auditor_rt.export.graphs.risk_head_export import export_artifact
 
     methods = [m.strip() for m in attributions.split(",") if m.strip()]
     params = {"ig": {"steps": ig_steps, "baseline": ig_baseline}, "smoothgrad": {"noise_level": smoothgrad_noise},
@@ -52,7 +52,7 @@ def command(checkpoint, out, name, opset, check, attributions, ig_steps, ig_base
         raise click.UsageError("give a trained CHECKPOINT folder, or --classifier TIMM_NAME, but not both")
     with output_folder(out):  # a failed export leaves no half-made artifact folder
         if classifier:
-            from auditor_rt.export.classifier_export import export_classifier_artifact
+            from auditor_rt.export.graphs.classifier_export import export_classifier_artifact
 
             result = export_classifier_artifact(classifier, out, weights, num_classes, input_size, methods, params,
                                                 opset=opset, check=check)

@@ -37,8 +37,8 @@ def command(data, out, positive_class, backbone, weights, input_size, pooling, t
     require_export_versions()  # before torch is imported: an unsupported one fails in one line, not in a traceback
     from auditor_rt.cli.outputs import output_folder
     from auditor_rt.cli.reporting import print_training
-    from auditor_rt.export.losses import LossWeights
-    from auditor_rt.export.train import TrainConfig, train
+    from auditor_rt.export.training.losses import LossWeights
+    from auditor_rt.export.training.train import TrainConfig, train
     from auditor_rt.runtime.runfolder import next_run_folder
 
     cfg = TrainConfig(data=data, positive_class=positive_class, backbone=backbone, weights=weights,
@@ -46,7 +46,7 @@ def command(data, out, positive_class, backbone, weights, input_size, pooling, t
                       batch_size=batch_size, lr=lr, loss=LossWeights(w_bce, w_pair, w_patch),
                       val_fraction=val_fraction, seed=seed, workers=workers)
     if unfreeze:
-        from auditor_rt.export.finetune import finetune as train
+        from auditor_rt.export.training.finetune import finetune as train
     with output_folder(out or "runs/train"):  # a failed run leaves no checkpoint folder behind
         result = train(cfg, out or next_run_folder("runs/train"), log=click.echo)
     print_training(result)

@@ -63,7 +63,7 @@ def command(artifact, backend, images, random_count, max_images, atol, rtol, err
 
     require_export_versions()  # before torch is imported: an unsupported one fails in one line, not in a traceback
     from auditor_rt.cli.options import parse_providers
-    from auditor_rt.export.verify import BACKENDS, VerifyOptions, verify_artifact
+    from auditor_rt.export.verification.verify import BACKENDS, VerifyOptions, verify_artifact
 
     options = VerifyOptions(
         backends=BACKENDS if backend == "all" else (backend,), images=images, random=random_count,
@@ -74,7 +74,7 @@ def command(artifact, backend, images, random_count, max_images, atol, rtol, err
     err = click.get_text_stream("stderr")
     report = verify_artifact(artifact, options, log=lambda message: err.write(f"{message}\n"))
     if report_dir:
-        from auditor_rt.export.verify_report import write_report
+        from auditor_rt.export.verification.verify_report import write_report
 
         json_path, html_path = write_report(report, report_dir)
     if as_json:

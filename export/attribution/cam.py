@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from auditor_rt.export.attribution.compiler import compile_gradient, is_eager
 from auditor_rt.export.attribution.methods import Attribution, example_target, register_attribution
-from auditor_rt.export.graphs import AuditModule, normalize_per_image
+from auditor_rt.export.models.audit_module import AuditModule, normalize_per_image
 from auditor_rt.runtime.errors import ConfigError
 
 

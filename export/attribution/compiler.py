@@ -12,7 +12,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from torch.overrides import TorchFunctionMode
 
 from auditor_rt.export.attribution.rules import gradient_decompositions
-from auditor_rt.runtime.errors import ExportError
+from auditor_rt.export.errors import ExportError
 
 
 _EAGER = contextvars.ContextVar("eager_gradients", default=False)

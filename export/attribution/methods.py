@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from auditor_rt.export.attribution.compiler import compile_gradient
-from auditor_rt.export.classifier import resolve_target
-from auditor_rt.export.graphs import AuditModule
+from auditor_rt.export.models.classifier import resolve_target
+from auditor_rt.export.models.audit_module import AuditModule
 from auditor_rt.runtime.errors import ConfigError
 
 ATTRIBUTIONS: dict[str, type] = {}

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from auditor_rt.export.attribution.methods import Attribution, register_attribution
-from auditor_rt.export.graphs import AuditModule, normalize_per_image
+from auditor_rt.export.models.audit_module import AuditModule, normalize_per_image
 from auditor_rt.runtime.errors import ConfigError
 
 HEAD_FUSIONS = ("mean", "max")

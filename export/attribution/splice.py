@@ -120,7 +120,7 @@ def opaque_gradients(module: nn.Module) -> Iterator[list[tuple[int, torch.fx.Gra
 
 def export_gradient(graph: torch.fx.GraphModule, opset: int):
     """The traced gradient as its own ONNX model (inputs x0.., outputs y0.., dynamic batch)."""
-    from auditor_rt.export.onnx_export import export_model
+    from auditor_rt.export.conversion.torch_to_onnx import export_model
 
     example = graph.meta["auditor_rt_example"]
     names = tuple(f"x{i}" for i in range(len(example)))

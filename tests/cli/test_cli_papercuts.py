@@ -72,8 +72,8 @@ def test_a_missing_export_module_names_a_command_that_works():
 
 
 def test_the_demo_data_hint_names_a_command_that_works(monkeypatch, tmp_path):
-    from auditor_rt.export.data import demo
-    from auditor_rt.runtime.errors import DataError
+    from auditor_rt.export.training.data import demo
+    from auditor_rt.export.errors import DataError
 
     demo._load_backgrounds.cache_clear()
     monkeypatch.setitem(sys.modules, "skimage", None)  # import skimage now fails as in a runtime-only install
@@ -279,7 +279,7 @@ def test_a_missing_package_of_the_extra_is_named(monkeypatch):
 
 def test_rebuilding_a_model_checks_too(monkeypatch):
     """verify and export rebuild the backbone through create_backbone: the check is there as well."""
-    from auditor_rt.export.backbone import create_backbone
+    from auditor_rt.export.models.backbone import create_backbone
 
     _pretend(monkeypatch, torch="2.11.0")
     with pytest.raises(versions.UnsupportedVersionError, match="torch 2.11.0"):

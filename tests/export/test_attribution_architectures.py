@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from auditor_rt.export.attribution import create_attribution
-from auditor_rt.export.backbone import FeatureExtractor, Normalize, create_backbone, preprocessing_of
-from auditor_rt.export.graphs import AuditModule
-from auditor_rt.export.head import RiskHead
-from auditor_rt.export.onnx_export import export_graph
+from auditor_rt.export.models.backbone import FeatureExtractor, Normalize, create_backbone, preprocessing_of
+from auditor_rt.export.models.audit_module import AuditModule
+from auditor_rt.export.models.head import RiskHead
+from auditor_rt.export.conversion.torch_to_onnx import export_graph
 from auditor_rt.runtime.imageio import resize_image
 
 from autograd_reference import autograd_reference

@@ -11,8 +11,9 @@ import torch
 import auditor_rt.export.attribution.cam  # noqa: F401  (registers gradcam, gradcam++)
 import auditor_rt.export.attribution.paths  # noqa: F401  (registers ig, smoothgrad)
 from auditor_rt.export.attribution.methods import create_attribution
-from auditor_rt.export.checkpoint import load_checkpoint
-from auditor_rt.export.onnx_export import build_audit_module, export_graph
+from auditor_rt.export.models.checkpoint import load_checkpoint
+from auditor_rt.export.conversion.torch_to_onnx import export_graph
+from auditor_rt.export.graphs.risk_head_export import build_audit_module
 
 from autograd_reference import autograd_reference
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from auditor_rt.export.attribution.compiler import compile_gradient
 from auditor_rt.export.attribution.rules import (adaptive_avg_pool2d_backward, avg_pool2d_backward,
                                                  convolution_backward)
-from auditor_rt.runtime.errors import ExportError
+from auditor_rt.export.errors import ExportError
 
 aten = torch.ops.aten
 

@@ -10,7 +10,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from auditor_rt.export.classifier_export import export_classifier_artifact
+from auditor_rt.export.graphs.classifier_export import export_classifier_artifact
 from auditor_rt.runtime import Auditor
 
 SIZE = 64
@@ -118,8 +118,8 @@ def test_vit_classifier_gradcam_defaults_to_a_stage_with_gradient():
     import torch.nn.functional as F
 
     from auditor_rt.export.attribution import create_attribution
-    from auditor_rt.export.backbone import Normalize, preprocessing_of
-    from auditor_rt.export.classifier import ClassifierModule
+    from auditor_rt.export.models.backbone import Normalize, preprocessing_of
+    from auditor_rt.export.models.classifier import ClassifierModule
     from auditor_rt.runtime.errors import ConfigError
 
     torch.manual_seed(0)

@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from auditor_rt.export.attribution import create_attribution
-from auditor_rt.export.checkpoint import load_checkpoint
-from auditor_rt.export.convergence import (GAP_LIMIT, IGConvergenceWarning, check_completeness, completeness_gaps,
+from auditor_rt.export.models.checkpoint import load_checkpoint
+from auditor_rt.export.verification.convergence import (GAP_LIMIT, IGConvergenceWarning, check_completeness, completeness_gaps,
                                            reference_gap, suggested_steps)
-from auditor_rt.export.onnx_export import build_audit_module, example_images
+from auditor_rt.export.graphs.artifact_writer import example_images
+from auditor_rt.export.graphs.risk_head_export import build_audit_module
 from auditor_rt.export.progress import Progress
 
 
@@ -85,7 +86,7 @@ def test_a_converged_ig_graph_is_recorded_without_a_warning(audit):
 
 def test_the_exported_gradient_in_onnx_runtime_gives_the_same_gap(audit):
     from auditor_rt.export.attribution import splice
-    from auditor_rt.export.convergence import onnx_gradient
+    from auditor_rt.export.verification.convergence import onnx_gradient
 
     module = create_attribution("ig", audit, example_images(audit.input_size), steps=4)
     ((_, graph),) = splice.spliceable(module)

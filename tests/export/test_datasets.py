@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from auditor_rt.export.data import (
+from auditor_rt.export.training.data import (
     Batch, Sample, demo_backgrounds, load_samples, make_demo_dataset, make_loader, read_image_folder, read_manifest,
     split_samples,
 )
-from auditor_rt.export.data.demo import render_demo_image
-from auditor_rt.runtime.errors import DataError
+from auditor_rt.export.training.data.demo import render_demo_image
+from auditor_rt.export.errors import DataError
 
 SIZE = (8, 12)  # (height, width): not square, so a swapped order shows
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from auditor_rt.export.head import HeadOutput, RiskHead, topk_mean
+from auditor_rt.export.models.head import HeadOutput, RiskHead, topk_mean
 from auditor_rt.runtime.errors import ConfigError
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from auditor_rt.export.train import heatmap_scale
+from auditor_rt.export.training.train import heatmap_scale
 
 
 class FixedMaps(torch.nn.Module):

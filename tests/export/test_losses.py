@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from auditor_rt.export.losses import LossWeights, bce_loss, pairwise_ranking_loss, patch_topk_loss, risk_loss
+from auditor_rt.export.training.losses import LossWeights, bce_loss, pairwise_ranking_loss, patch_topk_loss, risk_loss
 
 
 def softplus(x: float) -> float:

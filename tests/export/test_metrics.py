@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from auditor_rt.export.metrics import auroc, average_precision, choose_threshold, pointing_game
+from auditor_rt.export.training.metrics import auroc, average_precision, choose_threshold, pointing_game
 
 
 def brute_force_auroc(scores, labels) -> float:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from auditor_rt.export.onnx_passes import (blocked_layout_after_conv_transpose, fold_channel_scales,
+from auditor_rt.export.conversion.onnx_passes import (blocked_layout_after_conv_transpose, fold_channel_scales,
                                            max_pool_offsets_from_range, remove_unused, step_masks_as_hard_sigmoid)
 
 

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from auditor_rt.export.attribution import create_attribution
-from auditor_rt.export.backbone import FeatureExtractor, Normalize, preprocessing_of
-from auditor_rt.export.classifier_export import export_classifier_artifact
-from auditor_rt.export.graphs import AuditModule, normalize_per_image
-from auditor_rt.export.head import RiskHead
-from auditor_rt.export.onnx_export import export_graph
+from auditor_rt.export.models.backbone import FeatureExtractor, Normalize, preprocessing_of
+from auditor_rt.export.graphs.classifier_export import export_classifier_artifact
+from auditor_rt.export.models.audit_module import AuditModule, normalize_per_image
+from auditor_rt.export.models.head import RiskHead
+from auditor_rt.export.conversion.torch_to_onnx import export_graph
 from auditor_rt.runtime import Auditor
 from auditor_rt.runtime.errors import ConfigError
 

@@ -10,10 +10,12 @@ import pytest
 
 from auditor_rt.export.attribution import create_attribution, splice
 from auditor_rt.export.attribution.compiler import shared_traces
-from auditor_rt.export.checkpoint import load_checkpoint
-from auditor_rt.export.onnx_export import build_audit_module, example_images, export_model, tensor_specs
-from auditor_rt.export.parity import check_parity
-from auditor_rt.runtime.errors import ExportError
+from auditor_rt.export.models.checkpoint import load_checkpoint
+from auditor_rt.export.conversion.torch_to_onnx import export_model, tensor_specs
+from auditor_rt.export.graphs.artifact_writer import example_images
+from auditor_rt.export.graphs.risk_head_export import build_audit_module
+from auditor_rt.export.verification.parity import check_parity
+from auditor_rt.export.errors import ExportError
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import onnx
 import pytest
 import torch
 
-from auditor_rt.export.checkpoint import load_checkpoint
-from auditor_rt.export.onnx_export import build_audit_module
+from auditor_rt.export.models.checkpoint import load_checkpoint
+from auditor_rt.export.graphs.risk_head_export import build_audit_module
 from auditor_rt.runtime.artifact import Artifact
 from auditor_rt.runtime.errors import ConfigError, DigestMismatchError
 from auditor_rt.runtime.runners import create_runner
@@ -34,7 +34,7 @@ def test_training_writes_a_complete_checkpoint(checkpoint_dir):
 def test_head_training_reduces_the_loss(tiny_config, tmp_path):
     from dataclasses import replace
 
-    from auditor_rt.export.train import train
+    from auditor_rt.export.training.train import train
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -110,8 +110,8 @@ def test_changed_backbone_weights_are_refused(checkpoint_dir, tmp_path):
 def test_unfrozen_backbone_becomes_weights_of_a_frozen_run(tiny_config, tmp_path):
     from dataclasses import replace
 
-    from auditor_rt.export.finetune import finetune
-    from auditor_rt.export.train import train
+    from auditor_rt.export.training.finetune import finetune
+    from auditor_rt.export.training.train import train
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -125,14 +125,14 @@ def test_unfrozen_backbone_becomes_weights_of_a_frozen_run(tiny_config, tmp_path
 
 
 def test_missing_weights_file_is_a_config_error(tmp_path):
-    from auditor_rt.export.backbone import create_backbone
+    from auditor_rt.export.models.backbone import create_backbone
 
     with pytest.raises(ConfigError, match="no such file"):
         create_backbone("test_resnet", str(tmp_path / "nope.pth"))
 
 
 def test_unknown_backbone_is_a_config_error():
-    from auditor_rt.export.backbone import create_backbone
+    from auditor_rt.export.models.backbone import create_backbone
 
     with pytest.raises(ConfigError, match="unknown timm backbone"):
         create_backbone("no_such_model_xyz", "random")
@@ -142,7 +142,7 @@ def test_weights_for_another_architecture_are_refused(tmp_path):
     import timm
     from safetensors.torch import save_file
 
-    from auditor_rt.export.backbone import create_backbone
+    from auditor_rt.export.models.backbone import create_backbone
 
     other = timm.create_model("test_efficientnet", pretrained=False, num_classes=0)
     path = tmp_path / "other.safetensors"
@@ -154,7 +154,7 @@ def test_weights_for_another_architecture_are_refused(tmp_path):
 def test_the_heatmaps_absolute_scale_goes_from_the_checkpoint_into_the_manifest(checkpoint_dir, tmp_path):
     import shutil
 
-    from auditor_rt.export.onnx_export import export_artifact
+    from auditor_rt.export.graphs.risk_head_export import export_artifact
     from auditor_rt.export.progress import Progress
 
     copy = tmp_path / "ckpt"
@@ -176,9 +176,9 @@ def test_the_heatmaps_absolute_scale_goes_from_the_checkpoint_into_the_manifest(
 
 
 def test_a_failed_export_leaves_no_folder_it_created(checkpoint_dir, tmp_path):
-    from auditor_rt.export.onnx_export import export_artifact
+    from auditor_rt.export.graphs.risk_head_export import export_artifact
     from auditor_rt.export.progress import Progress
-    from auditor_rt.runtime.errors import ExportError
+    from auditor_rt.export.errors import ExportError
 
     with pytest.raises(ExportError, match="opset 99"):
         export_artifact(load_checkpoint(checkpoint_dir), tmp_path / "new" / "art", opset=99,

@@ -16,7 +16,7 @@ import torch
 from click.testing import CliRunner
 
 from auditor_rt.cli.main import cli
-from auditor_rt.export.verify import VerifyOptions, verify_artifact
+from auditor_rt.export.verification.verify import VerifyOptions, verify_artifact
 from damage import claim_bgr, freeze_map, reseal, scale_convolution
 from damage import damaged_copy as copy_artifact
 
@@ -64,9 +64,10 @@ def test_a_head_weight_perturbed_by_1e3_fails_on_the_scores(artifact_dir, tmp_pa
 def test_an_attribution_frozen_at_export_fails_on_input_dependence(explain_artifact_dir, tmp_path):
     """The classic failure of exporting a gradient: it becomes a constant. Here saliency.onnx is replaced by a graph
     whose maps were computed once, for the export's example, and are returned for every input."""
-    from auditor_rt.export.checkpoint import load_checkpoint
+    from auditor_rt.export.models.checkpoint import load_checkpoint
     from auditor_rt.export.attribution.methods import SaliencyOutputs
-    from auditor_rt.export.onnx_export import build_audit_module, export_graph
+    from auditor_rt.export.conversion.torch_to_onnx import export_graph
+    from auditor_rt.export.graphs.risk_head_export import build_audit_module
 
     folder = damaged_copy(explain_artifact_dir, tmp_path)
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -202,7 +203,7 @@ def test_not_a_artifact_folder_is_exit_2(tmp_path):
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_the_report_renders_in_headless_chromium(artifact_dir, tmp_path):
-    from auditor_rt.export.verify_report import write_report
+    from auditor_rt.export.verification.verify_report import write_report
 
     _, page = write_report(verify_artifact(artifact_dir), tmp_path / "report")
     picture = tmp_path / "report.png"
@@ -257,7 +258,7 @@ def test_a_classifier_artifact_verifies_against_its_weights_file(tmp_path):
     import timm
     from safetensors.torch import save_file
 
-    from auditor_rt.export.classifier_export import export_classifier_artifact
+    from auditor_rt.export.graphs.classifier_export import export_classifier_artifact
 
     torch.manual_seed(0)
     model = timm.create_model("test_resnet", pretrained=False, num_classes=5)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from auditor_rt.export.verify import VerifyOptions, verify_artifact
+from auditor_rt.export.verification.verify import VerifyOptions, verify_artifact
 from damage import damaged_copy, freeze_map, scale_convolution
 
 pytestmark = pytest.mark.slow
@@ -25,9 +25,9 @@ FROZEN = {"saliency": "saliency", "ig": "ig", "gradcam": "cam"}
 
 
 def _risk_head_artifact(backbone: str, folder: Path, demo_data) -> Path:
-    from auditor_rt.export.checkpoint import load_checkpoint
-    from auditor_rt.export.onnx_export import export_artifact
-    from auditor_rt.export.train import TrainConfig, train
+    from auditor_rt.export.models.checkpoint import load_checkpoint
+    from auditor_rt.export.graphs.risk_head_export import export_artifact
+    from auditor_rt.export.training.train import TrainConfig, train
 
     config = TrainConfig(data=str(demo_data.train_manifest), backbone=backbone, weights="random", input_size=SIZE,
                          epochs=2, batch_size=8, workers=0)
@@ -42,7 +42,7 @@ def _classifier_artifact(name: str, folder: Path) -> Path:
     import timm
     from safetensors.torch import save_file
 
-    from auditor_rt.export.classifier_export import export_classifier_artifact
+    from auditor_rt.export.graphs.classifier_export import export_classifier_artifact
 
     torch.manual_seed(0)
     model = timm.create_model(name, pretrained=False, num_classes=10)

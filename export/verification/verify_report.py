@@ -12,8 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from auditor_rt.export.verify import VerifyReport
-from auditor_rt.runtime.compare import scaled_errors
+from auditor_rt.export.verification.verify import VerifyReport
+from auditor_rt.export.verification.compare import scaled_errors
 from auditor_rt.runtime.visualize import colorize
 
 WORST = 3  # inputs shown per map

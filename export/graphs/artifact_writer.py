@@ -16,28 +16,60 @@ from typing import Callable
 
 import torch
 
-from auditor_rt.export.onnx_export import (ExportResult, export_model, graph_metadata, graph_opset, set_metadata,
-                                           tensor_specs)
-from auditor_rt.export.onnx_passes import optimize_for_onnxruntime
-from auditor_rt.export.parity import check_parity
+from auditor_rt.export.attribution import ATTRIBUTIONS, create_attribution, splice
+from auditor_rt.export.attribution.compiler import shared_traces
+from auditor_rt.export.conversion.onnx_passes import optimize_for_onnxruntime
+from auditor_rt.export.conversion.torch_to_onnx import export_model, graph_opset, set_metadata, tensor_specs
+from auditor_rt.export.conversion.weights_store import WeightsStore
+from auditor_rt.export.errors import ExportError
+from auditor_rt.export.graphs.manifest_builder import graph_metadata
 from auditor_rt.export.progress import Progress
-from auditor_rt.export.weights_store import WeightsStore
+from auditor_rt.export.verification.convergence import check_completeness, onnx_gradient
+from auditor_rt.export.verification.parity import check_parity
 from auditor_rt.runtime.artifact import sha256_file
-from auditor_rt.runtime.errors import ConfigError, ExportError
-from auditor_rt.runtime.manifest import GraphEntry, Manifest, Preprocess
+from auditor_rt.runtime.errors import ConfigError
+from auditor_rt.runtime.manifest import MANIFEST_NAME, GraphEntry, Manifest
+from auditor_rt.runtime.methods import METHODS
+
+
+@dataclass
+class ExportResult:
+    folder: Path
+    manifest: Manifest
+    parity: dict[str, dict[str, float]]
+    export_s: float
+    weights: dict | None = None
+    progress: object | None = None  # the Progress that timed each graph's stages (``.seconds``)
+
+
+def prepare_folder(out_dir: str | Path) -> tuple[Path, bool]:
+    """The artifact folder, and whether this export created it (a failed export then removes it)."""
+    folder = Path(out_dir)
+    created = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"cannot create the artifact folder {folder}: {exc.strerror}") from None
+    (folder / MANIFEST_NAME).unlink(missing_ok=True)  # the old manifest must not describe the new graphs
+    return folder, created
+
+
+def example_images(input_size: tuple[int, int]) -> torch.Tensor:
+    # Batch 2: tracing at batch 1 would specialise the batch dimension.
+    return torch.randint(0, 256, (2, *input_size, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
 
 
 @dataclass
 class GraphJob:
-    """One graph to export: its key in the manifest, the module (or how to build it, which traces it), and how its
-    inputs look."""
+    """One graph to export: its key in the manifest, the module (or how to build it, which traces it), how its
+    inputs look, and the facts its manifest entry records (``GraphEntry``'s method, params, map_output ...)."""
 
     key: str
     module: torch.nn.Module | None
     kind: str
     input_names: tuple[str, ...] = ("image",)
-    extra: dict = field(default_factory=dict)
-    build: Callable[[], None] | None = None  # fills module, input_names and extra
+    facts: dict = field(default_factory=dict)
+    build: Callable[[], None] | None = None  # fills module, input_names and facts
     weight: float = 1.0  # how long it takes relative to a forward graph, for the time-left estimate
 
     @property
@@ -73,12 +105,10 @@ def _method_weight(method: str, params: dict, first_of_trace: bool) -> float:
     return weight
 
 
-def attribution_jobs(model, example: torch.Tensor, methods, params: dict, extra: dict | None = None) -> list[GraphJob]:
+def attribution_jobs(model, example: torch.Tensor, methods, params: dict,
+                     num_classes: int | None = None) -> list[GraphJob]:
     """One job per method, built (and traced) when the writer reaches it; unknown names fail here, before any
-    minute is spent."""
-    from auditor_rt.export.attribution import ATTRIBUTIONS, create_attribution
-    from auditor_rt.runtime.methods import METHODS
-
+    minute is spent. ``num_classes``: a classifier's, recorded so that the runtime checks targets against it."""
     unknown = [method for method in methods if method not in ATTRIBUTIONS]
     if unknown:
         raise ConfigError(f"unknown attribution method {', '.join(map(repr, unknown))}; choose from "
@@ -92,34 +122,32 @@ def attribution_jobs(model, example: torch.Tensor, methods, params: dict, extra:
         def build(job=job, method=method):
             module = create_attribution(method, model, example, **params.get(method, {}))
             job.module, job.input_names = module, ("image", *module.extra_inputs)
-            job.extra = {"method": method, "params": module.params(),
+            job.facts = {"method": method, "params": module.params(),
                          "images_per_input": METHODS[method].per_input(METHODS[method].resolved(module.params())),
                          "signed": module.signed,
                          "map_output": module.map_output, "raw_output": module.raw_output or module.map_output,
-                         **(extra or {})}
+                         "num_classes": num_classes}
 
         job.build = build
         jobs.append(job)
     return jobs
 
 
-def write_artifact(folder: Path, jobs: list[GraphJob], document: dict, example: torch.Tensor, opset: int,
+def write_artifact(folder: Path, jobs: list[GraphJob], manifest: Manifest, example: torch.Tensor, opset: int,
                    check: bool, progress: Progress | None = None, created: bool = False) -> ExportResult:
     """Export every job's graph; with ``check``, compare each with PyTorch. Large weights go to one shared
     ``weights.bin``. The manifest is written last, only after every graph passed its checks: a folder whose export
-    failed never looks like a usable artifact, and one that this export ``created`` is removed."""
+    failed never looks like a usable artifact, and one that this export ``created`` is removed. ``manifest``
+    (``manifest_builder.new_manifest``) gets the graphs' entries and the data files."""
     try:
-        return _write(folder, jobs, document, example, opset, check, progress)
+        return _write(folder, jobs, manifest, example, opset, check, progress)
     except BaseException:
         if created:
             shutil.rmtree(folder, ignore_errors=True)
         raise
 
 
-def _write(folder, jobs, document, example, opset, check, progress) -> ExportResult:
-    from auditor_rt.export.attribution.compiler import shared_traces
-    from auditor_rt.export.convergence import check_completeness
-
+def _write(folder, jobs, manifest: Manifest, example, opset, check, progress) -> ExportResult:
     if progress is None:
         progress = Progress([job.key for job in jobs], weights={job.key: job.weight for job in jobs}, title="export")
     start = time.perf_counter()
@@ -140,39 +168,39 @@ def _write(folder, jobs, document, example, opset, check, progress) -> ExportRes
                     optimize_for_onnxruntime(model)
                 inputs, outputs = tensor_specs(model)
                 with progress.stage("saving"):
-                    set_metadata(model, graph_metadata(document, job, opset, inputs, outputs))
+                    set_metadata(model, graph_metadata(manifest, job.key, _entry(job, inputs, outputs, opset)))
                     path = store.save(model, job.file)
                 if check:
                     with progress.stage("parity"):
                         parity[job.key] = check_parity(job.module, path, inputs, outputs, tuple(example.shape[1:3]),
                                                        **_parity_options(job))
-                    if job.extra.get("method") == "ig":
+                    if job.facts.get("method") == "ig":
                         with progress.stage("IG convergence"):
-                            job.extra["completeness"] = check_completeness(
+                            job.facts["completeness"] = check_completeness(
                                 job.module, parity[job.key].actual, parity[job.key].feed, progress,
                                 gradient=_exported_gradient(job, gradients))
-                        set_metadata(model, graph_metadata(document, job, opset, inputs, outputs))
+                        set_metadata(model, graph_metadata(manifest, job.key, _entry(job, inputs, outputs, opset)))
                         store.save(model, job.file)  # weights already in weights.bin: only the small graph
                 entries[job.key] = (job, inputs, outputs)
         weights = store.close()
     export_s = time.perf_counter() - start
-    document["data_files"] = {weights["file"]: sha256_file(folder / weights["file"])}
-    graphs = {key: GraphEntry(file=job.file, sha256=sha256_file(folder / job.file), kind=job.kind,
-                              inputs=tuple(inputs), outputs=tuple(outputs), opset=opset, extra=job.extra or {})
-              for key, (job, inputs, outputs) in entries.items()}
-    threshold = document["decision"]["threshold"]
-    manifest = Manifest(name=document["name"], preprocess=Preprocess.from_dict(document["preprocess"]),
-                        threshold=None if threshold is None else float(threshold), graphs=graphs, document=document)
+    manifest.data_files = {weights["file"]: sha256_file(folder / weights["file"])}
+    manifest.graphs = {key: _entry(job, inputs, outputs, opset, sha256_file(folder / job.file))
+                       for key, (job, inputs, outputs) in entries.items()}
     manifest.write(folder)
     return ExportResult(folder, manifest, parity, export_s, weights, progress)
+
+
+def _entry(job: GraphJob, inputs, outputs, opset: int, sha256: str = "") -> GraphEntry:
+    """The job's manifest entry; without ``sha256`` for the metadata inside the file (it cannot hold its own)."""
+    return GraphEntry(file=job.file, sha256=sha256, kind=job.kind, inputs=tuple(inputs), outputs=tuple(outputs),
+                      opset=opset, **job.facts)
 
 
 def _convert(job: GraphJob, examples: tuple, opset: int, progress: Progress, gradients: dict):
     """The job's module as an ONNX model. A traced gradient inside is converted once per export (``gradients``
     keeps it by graph) and spliced in; the module around it is converted with the gradient as one opaque node.
     Where that fails (``gradients`` then holds None for the graph), the whole module is converted instead."""
-    from auditor_rt.export.attribution import splice
-
     dynamic = {"noise": {1: "samples"}}
     graphs = splice.spliceable(job.module)
     if graphs and all(gradients.get(id(graph), True) is not None for _, graph in graphs):
@@ -186,8 +214,6 @@ def _convert(job: GraphJob, examples: tuple, opset: int, progress: Progress, gra
 
 
 def _spliced(job: GraphJob, examples: tuple, opset: int, progress: Progress, gradients: dict, dynamic: dict):
-    from auditor_rt.export.attribution import splice
-
     with splice.opaque_gradients(job.module) as swapped:
         with progress.stage("ONNX conversion"):
             model, _ = export_model(job.module, examples, opset, job.input_names, dynamic=dynamic,
@@ -203,15 +229,12 @@ def _spliced(job: GraphJob, examples: tuple, opset: int, progress: Progress, gra
 def _parity_options(job: GraphJob) -> dict:
     """IG runs steps + 2 images per image: ONNX Runtime runs 2 images (enough to catch images mixed up across the
     batch), PyTorch the first (the gradient inside is the one that saliency's parity checks on 3 images)."""
-    if job.extra.get("method") == "ig":
+    if job.facts.get("method") == "ig":
         return {"batch": 2, "reference_images": 1}
     return {}
 
 
 def _exported_gradient(job: GraphJob, gradients: dict):
     """IG's gradient graph as exported, in ONNX Runtime, for the convergence check (None: PyTorch does it)."""
-    from auditor_rt.export.attribution import splice
-    from auditor_rt.export.convergence import onnx_gradient
-
     protos = [gradients.get(id(graph)) for _, graph in splice.spliceable(job.module)]
     return onnx_gradient(protos[0]) if len(protos) == 1 and protos[0] is not None else None

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from auditor_rt.export.backbone import FeatureExtractor, WeightsInfo, create_backbone
-from auditor_rt.export.head import RiskHead
+from auditor_rt.export.models.backbone import FeatureExtractor, WeightsInfo, create_backbone
+from auditor_rt.export.models.head import RiskHead
 from auditor_rt.runtime.artifact import sha256_file
 from auditor_rt.runtime.errors import ConfigError
 

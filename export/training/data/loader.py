@@ -15,8 +15,9 @@ import cv2
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from auditor_rt.export.data.records import Sample
-from auditor_rt.runtime.errors import ConfigError, DataError, ImageDecodeError
+from auditor_rt.export.training.data.records import Sample
+from auditor_rt.export.errors import DataError
+from auditor_rt.runtime.errors import ConfigError, ImageDecodeError
 from auditor_rt.runtime.imageio import load_for_model
 
 Size = Union[int, tuple[int, int]]

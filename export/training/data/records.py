@@ -17,7 +17,8 @@ from typing import Optional, Union
 
 import numpy as np
 
-from auditor_rt.runtime.errors import ConfigError, DataError
+from auditor_rt.export.errors import DataError
+from auditor_rt.runtime.errors import ConfigError
 from auditor_rt.runtime.imageio import IMAGE_EXTENSIONS, is_image_path
 
 PathLike = Union[str, os.PathLike]

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from auditor_rt.runtime.artifact import Artifact
 from auditor_rt.runtime.errors import ArtifactError
+from auditor_rt.runtime.manifest import Preprocess
 
 
 @dataclass
@@ -22,7 +23,7 @@ class Finding:
 
 def integrity_findings(artifact: Artifact, graphs: list[str]) -> list[Finding]:
     findings = []
-    for data_file, digest in artifact.manifest.document.get("data_files", {}).items():
+    for data_file, digest in artifact.manifest.data_files.items():
         findings.append(_digest(artifact, data_file, digest))
     for name in graphs:
         entry = artifact.graph(name)
@@ -67,13 +68,13 @@ def _opset_and_metadata(artifact: Artifact, name: str, path) -> list[Finding]:
                         f"opset {opset}" if opset == entry.opset else
                         f"the file has opset {opset}, the manifest says {entry.opset}")]
     metadata = {prop.key: prop.value for prop in model.metadata_props}
-    document = artifact.manifest.document
+    manifest = artifact.manifest
     expected = {
         "auditor_rt.graph": name,
-        "auditor_rt.backbone": str(document.get("model", {}).get("backbone")),
-        "auditor_rt.weights_sha256": str(document.get("model", {}).get("weights", {}).get("sha256")),
-        "auditor_rt.preprocess": document.get("preprocess"),
-        "auditor_rt.threshold": document.get("decision", {}).get("threshold"),
+        "auditor_rt.backbone": str(manifest.model.backbone),
+        "auditor_rt.weights_sha256": str(manifest.model.weights.sha256),
+        "auditor_rt.preprocess": manifest.preprocess.to_dict(),
+        "auditor_rt.threshold": manifest.threshold,
     }
     differences = []
     for key, want in expected.items():
@@ -82,7 +83,7 @@ def _opset_and_metadata(artifact: Artifact, name: str, path) -> list[Finding]:
             continue
         have = metadata[key]
         if key == "auditor_rt.preprocess":
-            have = json.loads(have)
+            have = Preprocess.from_dict(json.loads(have)).to_dict()  # an older file may omit defaults
         elif key == "auditor_rt.threshold":
             have = None if have == "None" else float(have)
         if have != want:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from auditor_rt.runtime.compare import (Tolerance, compare_output, cosine_per_image, pairwise_spread,
+from auditor_rt.export.verification.compare import (Tolerance, compare_output, cosine_per_image, pairwise_spread,
                                         spearman_per_image, top_region_iou)
 
 rng = np.random.default_rng(0)

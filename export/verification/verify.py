@@ -2,7 +2,7 @@
 each backend and compared with the PyTorch model rebuilt from the manifest.
 
 The inputs are real images (a folder), seeded random ones, and edge cases (all black, all white, saturated colour
-bars), interleaved so that every batch mixes them. Each output gets a ``Comparison`` (see ``runtime/compare.py``),
+bars), interleaved so that every batch mixes them. Each output gets a ``Comparison`` (see ``export/verification/compare.py``),
 each audit graph a decision check (the same label at the artifact's threshold on every input), and the artifact
 itself an integrity check (digests, the ONNX checker, opsets and the metadata in each file against the manifest).
 """
@@ -16,15 +16,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from auditor_rt.export.parity import torch_outputs
-from auditor_rt.export.reference import ReferenceModel, build_reference
+from auditor_rt.export.verification.compare import JITTER, PRECISION_DEFAULTS, Comparison, Tolerance, compare_output
+from auditor_rt.export.verification.integrity import Finding, integrity_findings
+from auditor_rt.export.verification.parity import torch_outputs
+from auditor_rt.export.verification.reference import ReferenceModel, build_reference
 from auditor_rt.runtime.artifact import Artifact
-from auditor_rt.runtime.compare import JITTER, PRECISION_DEFAULTS, Comparison, Tolerance, compare_output
 from auditor_rt.runtime.errors import BackendUnavailableError, ConfigError, ImageDecodeError
 from auditor_rt.runtime.feeds import input_role, make_feed
-from auditor_rt.runtime.methods import images_per_input
-from auditor_rt.export.integrity import Finding, integrity_findings
 from auditor_rt.runtime.imageio import decode_image, is_image_path, resize_image
+from auditor_rt.runtime.methods import images_per_input
+from auditor_rt.runtime.runners import available_providers, open_graph
 
 BACKENDS = ("onnxruntime", "tensorrt")
 EDGE_INPUTS = ("black", "white", "saturated")
@@ -126,21 +127,20 @@ def graph_feed(entry, images: np.ndarray, seed: int, targets: np.ndarray | None)
 def open_backend(backend: str, path: Path, entry, options: VerifyOptions):
     """An ORT session for the graph: the CPU or GPU providers for ``onnxruntime``; the TensorRT execution provider
     (FP16 with ``precision='fp16'``) for ``tensorrt``. Raises BackendUnavailableError where it cannot run here."""
-    from auditor_rt.runtime.runners.onnxruntime import OnnxRuntimeRunner, _import_ort
-
     if backend == "tensorrt":
-        available = _import_ort().get_available_providers()
+        available = available_providers("onnxruntime")
         if "TensorrtExecutionProvider" not in available:
             raise BackendUnavailableError("not available here: this onnxruntime build has no TensorRT execution "
                                           f"provider (it has {', '.join(available)}); on a GPU machine install "
                                           "the gpu extra (pip install .[gpu])")
-        return OnnxRuntimeRunner(path, entry.inputs, entry.outputs, providers=["tensorrt", "cuda", "cpu"],
-                                 threads=options.threads,
-                                 cache_dir=path.parent / "trt_cache" / f"{entry.sha256[:16]}-{options.precision}",
-                                 trt_fp16=options.precision == "fp16")
+        return open_graph(path, entry.inputs, entry.outputs, "onnxruntime", providers=["tensorrt", "cuda", "cpu"],
+                          threads=options.threads,
+                          cache_dir=path.parent / "trt_cache" / f"{entry.sha256[:16]}-{options.precision}",
+                          trt_fp16=options.precision == "fp16")
     if options.precision == "fp16":
         raise ConfigError("--precision fp16 applies to the tensorrt backend; ONNX Runtime runs these graphs in FP32")
-    return OnnxRuntimeRunner(path, entry.inputs, entry.outputs, providers=options.providers, threads=options.threads)
+    return open_graph(path, entry.inputs, entry.outputs, "onnxruntime", providers=options.providers,
+                      threads=options.threads)
 
 
 def tolerance_for(graph: str, output: str, options: VerifyOptions) -> Tolerance:
@@ -276,7 +276,7 @@ def _timed_outputs(call, feed: dict[str, np.ndarray], step: int, dtype, what: st
 
 def _shown_maps(entry) -> set[str]:
     """The maps a person looks at: the audit graph's heatmap, an attribution graph's map output."""
-    return {"heatmap"} if entry.kind == "audit" else {entry.extra.get("map_output", "")}
+    return {"heatmap"} if entry.kind == "audit" else {entry.map_output or ""}
 
 
 def decision_check(backend: str, graph: str, scores: np.ndarray, reference: np.ndarray, threshold: float,

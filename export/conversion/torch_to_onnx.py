@@ -1,33 +1,21 @@
-"""Write an artifact folder: ONNX graphs, their digests and facts in ``manifest.json`` and in ONNX metadata."""
+"""Convert a torch module to an ONNX model (``export_model``), and read back what the model says: its tensors
+(``tensor_specs``), its opset; write its metadata (``set_metadata``)."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import warnings
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-from auditor_rt.export.backbone import Normalize
-from auditor_rt.export.checkpoint import HEAD_NAME, Checkpoint
-from auditor_rt.export.graphs import AuditModule
-from auditor_rt.export.onnx_passes import optimize_for_onnxruntime
-from auditor_rt.runtime.artifact import sha256_file
-from auditor_rt.runtime.errors import ExportError
-from auditor_rt.runtime.manifest import MANIFEST_NAME, SCHEMA_VERSION, Manifest, Preprocess, TensorSpec
+from auditor_rt.export.conversion.onnx_passes import optimize_for_onnxruntime
+from auditor_rt.export.errors import ExportError
+from auditor_rt.runtime.feeds import ROLES
+from auditor_rt.runtime.manifest import TensorSpec
 
 DEFAULT_OPSET = 18
-_TORCH_TO_ONNX_DTYPE = {torch.uint8: "uint8", torch.float32: "float32", torch.int64: "int64"}
-
-
-def build_audit_module(checkpoint: Checkpoint) -> AuditModule:
-    cfg = checkpoint.config
-    normalize = Normalize(cfg["mean"], cfg["std"])
-    return AuditModule(normalize, checkpoint.build_backbone(), checkpoint.head, checkpoint.input_size).eval()
 
 
 def export_graph(module: torch.nn.Module, path: Path, example: torch.Tensor | tuple, opset: int = DEFAULT_OPSET,
@@ -139,8 +127,6 @@ def tensor_specs(graph) -> tuple[list[TensorSpec], list[TensorSpec]]:
 
     model = graph if isinstance(graph, onnx.ModelProto) else onnx.load(str(graph), load_external_data=False)
 
-    from auditor_rt.runtime.feeds import ROLES
-
     def specs(values, inputs: bool):
         out = []
         for value in values:
@@ -154,15 +140,6 @@ def tensor_specs(graph) -> tuple[list[TensorSpec], list[TensorSpec]]:
     return specs(model.graph.input, True), specs(model.graph.output, False)
 
 
-def write_metadata(path: Path, facts: dict[str, str]) -> None:
-    """Store key facts in the ONNX file's metadata_props so a lone .onnx still describes itself."""
-    import onnx
-
-    model = onnx.load(str(path))
-    set_metadata(model, facts)
-    onnx.save(model, str(path))
-
-
 def set_metadata(model, facts: dict[str, str]) -> None:
     del model.metadata_props[:]
     for key, value in facts.items():
@@ -171,101 +148,8 @@ def set_metadata(model, facts: dict[str, str]) -> None:
     model.producer_name = "auditor-rt"
 
 
-def versions() -> dict[str, str]:
-    import onnx
-    import timm
-
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        exporter = version("auditor-rt")
-    except PackageNotFoundError:
-        exporter = "unknown"
-    return {"torch": torch.__version__, "timm": timm.__version__, "onnx": onnx.__version__, "auditor_rt": exporter}
-
-
-@dataclass
-class ExportResult:
-    folder: Path
-    manifest: Manifest
-    parity: dict[str, dict[str, float]]
-    export_s: float
-    weights: dict | None = None
-    progress: object | None = None  # the Progress that timed each graph's stages (``.seconds``)
-
-
 def graph_opset(graph) -> int:
     import onnx
 
     model = graph if isinstance(graph, onnx.ModelProto) else onnx.load(str(graph), load_external_data=False)
     return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-
-
-def prepare_folder(out_dir: str | Path) -> tuple[Path, bool]:
-    """The artifact folder, and whether this export created it (a failed export then removes it)."""
-    folder = Path(out_dir)
-    created = not folder.exists()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ExportError(f"cannot create the artifact folder {folder}: {exc.strerror}") from None
-    (folder / MANIFEST_NAME).unlink(missing_ok=True)  # the old manifest must not describe the new graphs
-    return folder, created
-
-
-def example_images(input_size: tuple[int, int]) -> torch.Tensor:
-    # Batch 2: tracing at batch 1 would specialise the batch dimension.
-    return torch.randint(0, 256, (2, *input_size, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-
-
-def export_artifact(checkpoint: Checkpoint, out_dir: str | Path, name: str | None = None,
-                    opset: int = DEFAULT_OPSET, check: bool = True, attributions=(),
-                    attribution_params: dict | None = None, progress=None) -> ExportResult:
-    """Export the audit graph (and one graph per attribution method) of a risk-head ``checkpoint``. Progress lines
-    go to stderr unless ``progress`` is given (``Progress.silent()`` for none)."""
-    from auditor_rt.export.artifact_writer import GraphJob, attribution_jobs, write_artifact
-
-    audit = build_audit_module(checkpoint)
-    example = example_images(checkpoint.input_size)
-    jobs = [GraphJob("audit", audit, "audit")]
-    jobs += attribution_jobs(audit, example, attributions, attribution_params or {})
-    folder, created = prepare_folder(out_dir)
-    document = artifact_document(checkpoint, audit, name or folder.name)
-    return write_artifact(folder, jobs, document, example, opset, check, progress, created)
-
-
-def artifact_document(checkpoint: Checkpoint, audit: AuditModule, name: str) -> dict:
-    """The manifest's facts about the model, its preprocessing, its decision and where it came from."""
-    cfg = checkpoint.config
-    preprocess = Preprocess(input_size=checkpoint.input_size, mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "name": name,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model": {"backbone": cfg["backbone"], "weights": cfg["weights"], "feature_channels": cfg["head"]["channels"],
-                  "feature_grid": list(audit.features.grid)},
-        "head": cfg["head"],
-        "preprocess": preprocess.to_dict(),
-        "decision": {"threshold": cfg["threshold"], "chosen_on": "validation", "criterion": "max balanced accuracy"},
-        "training": {"metrics": cfg.get("metrics", {}), "checkpoint": str(checkpoint.folder.resolve()),
-                     "head_sha256": sha256_file(checkpoint.folder / HEAD_NAME),
-                     "data": cfg.get("data"), "counts": cfg.get("data_counts", {})},
-        "versions": versions(),
-        **({"heatmap": {"absolute_scale": cfg["heatmap_scale"]}} if cfg.get("heatmap_scale") else {}),
-    }
-
-
-def graph_metadata(document: dict, job: GraphJob, opset: int, inputs, outputs) -> dict[str, str]:
-    """Key facts as ONNX metadata_props, plus the whole manifest but digests (a file cannot hold its own)."""
-    return {
-        "auditor_rt.schema_version": str(SCHEMA_VERSION), "auditor_rt.graph": job.key,
-        "auditor_rt.backbone": document["model"]["backbone"],
-        "auditor_rt.weights_sha256": str(document["model"]["weights"].get("sha256")),
-        "auditor_rt.preprocess": json.dumps(document["preprocess"]),
-        "auditor_rt.threshold": str(document["decision"]["threshold"]),
-        "auditor_rt.head": json.dumps(document.get("head")),
-        **({"auditor_rt.heatmap": json.dumps(document["heatmap"])} if "heatmap" in document else {}),
-        "auditor_rt.manifest": json.dumps({**document, "graph": {
-            "key": job.key, "kind": job.kind, "opset": opset, **(job.extra or {}),
-            "inputs": [t.to_dict() for t in inputs], "outputs": [t.to_dict() for t in outputs]}}),
-    }

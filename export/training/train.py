@@ -15,13 +15,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from auditor_rt.export import metrics
-from auditor_rt.export.backbone import FeatureExtractor, Normalize, create_backbone, preprocessing_of
-from auditor_rt.export.checkpoint import save_checkpoint
-from auditor_rt.export.data import load_samples, make_loader, split_samples
-from auditor_rt.export.head import RiskHead
-from auditor_rt.export.losses import LossWeights, risk_loss
-from auditor_rt.runtime.errors import ConfigError, DataError
+from auditor_rt.export.training import metrics
+from auditor_rt.export.models.backbone import FeatureExtractor, Normalize, create_backbone, preprocessing_of
+from auditor_rt.export.models.checkpoint import save_checkpoint
+from auditor_rt.export.training.data import load_samples, make_loader, split_samples
+from auditor_rt.export.models.head import RiskHead
+from auditor_rt.export.training.losses import LossWeights, risk_loss
+from auditor_rt.export.errors import DataError
+from auditor_rt.runtime.errors import ConfigError
 from auditor_rt.runtime.imageio import decode_image
 
 
@@ -284,7 +285,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, log=print) -> TrainResult:
 def _write_history(folder: Path, history: list[dict]) -> None:
     import json
 
-    from auditor_rt.export.plots import plot_curves
+    from auditor_rt.export.training.plots import plot_curves
 
     with open(folder / "history.jsonl", "w") as handle:
         for row in history:

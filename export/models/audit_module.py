@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from auditor_rt.export.backbone import FeatureExtractor, Normalize
-from auditor_rt.export.head import RiskHead
+from auditor_rt.export.models.backbone import FeatureExtractor, Normalize
+from auditor_rt.export.models.head import RiskHead
 
 
 class AuditOutputs(NamedTuple):

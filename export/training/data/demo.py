@@ -19,7 +19,8 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from auditor_rt.runtime.errors import ConfigError, DataError
+from auditor_rt.export.errors import DataError
+from auditor_rt.runtime.errors import ConfigError
 from auditor_rt.runtime.imageio import decode_image, resize_image
 
 # Photographs bundled with scikit-image (no pooch download); synthetic ones such as logo or colorwheel are left out.

@@ -18,15 +18,17 @@ import torch
 
 from auditor_rt.export.attribution import create_attribution
 from auditor_rt.export.attribution.compiler import eager_gradients
-from auditor_rt.export.backbone import RANDOM, FeatureExtractor, Normalize, create_backbone
-from auditor_rt.export.checkpoint import BACKBONE_NAME, CONFIG_NAME, HEAD_NAME, load_checkpoint
-from auditor_rt.export.graphs import AuditModule
+from auditor_rt.export.models.backbone import RANDOM, FeatureExtractor, Normalize, create_backbone
+from auditor_rt.export.models.checkpoint import BACKBONE_NAME, CONFIG_NAME, HEAD_NAME, load_checkpoint
+from auditor_rt.export.models.audit_module import AuditModule
 from auditor_rt.runtime.artifact import Artifact, sha256_file
 from auditor_rt.runtime.errors import ArtifactError
+from auditor_rt.runtime.manifest import Preprocess
+from auditor_rt.runtime.manifest_sections import Training
 
 # Informational parameters that the manifest records beside the constructor's own.
 _NOT_CONSTRUCTOR_PARAMS = {"ig": {"rule"}, "smoothgrad": {"noise"}}
-# Training decodes every image to RGB (export/data/loader.py); a checkpoint config may say otherwise in "color".
+# Training decodes every image to RGB (export/training/data/loader.py); a checkpoint config may say otherwise in "color".
 TRAINED_COLOR = "RGB"
 
 
@@ -45,12 +47,10 @@ def build_reference(artifact: Artifact, checkpoint: str | Path | None = None,
                     graphs: list[str] | None = None) -> ReferenceModel:
     """The torch modules of ``graphs`` (default: every graph of the artifact). ``checkpoint`` overrides the head
     checkpoint folder that the manifest records (for an artifact moved to another machine)."""
-    document = artifact.manifest.document
-    model = document.get("model", {})
     names = graphs or list(artifact.manifest.graphs)
     findings: list[str] = []
     notes: list[str] = []
-    if model.get("kind") == "classifier":
+    if artifact.manifest.model.is_classifier:
         base, description = _classifier(artifact, findings)
     else:
         base, description = _risk_head(artifact, checkpoint, findings, notes)
@@ -62,8 +62,8 @@ def build_reference(artifact: Artifact, checkpoint: str | Path | None = None,
         if entry.kind in ("audit", "classify"):
             modules[name] = (base, base64)
             continue
-        method = entry.extra.get("method", name)
-        params = constructor_params(method, entry.extra.get("params", {}))
+        method = entry.method or name
+        params = constructor_params(method, entry.params or {})
         with eager_gradients():
             fp32 = create_attribution(method, base, example, **params)
             fp64 = create_attribution(method, base64, example, **params)
@@ -99,64 +99,60 @@ def _check_file(path: Path, expected: str | None, what: str, findings: list[str]
 
 def _risk_head(artifact: Artifact, checkpoint: str | Path | None, findings: list[str],
                notes: list[str]) -> tuple[AuditModule, str]:
-    document = artifact.manifest.document
-    model, training = document.get("model", {}), document.get("training", {})
-    folder = Path(checkpoint or training.get("checkpoint") or "")
+    manifest = artifact.manifest
+    model, training, pre = manifest.model, manifest.training or Training(), manifest.preprocess
+    folder = Path(checkpoint or training.checkpoint or "")
     if not (folder / HEAD_NAME).is_file() or not (folder / CONFIG_NAME).is_file():
         raise ArtifactError(f"the head checkpoint that the manifest names ({folder}) is not there (needs {HEAD_NAME} "
                             f"and {CONFIG_NAME}); pass --checkpoint DIR with the folder `auditor-rt train` wrote")
     trained = load_checkpoint(folder)
-    _check_file(folder / HEAD_NAME, training.get("head_sha256"), "head weights", findings)
-    if not training.get("head_sha256"):
+    _check_file(folder / HEAD_NAME, training.head_sha256, "head weights", findings)
+    if not training.head_sha256:
         notes.append(f"the manifest records no digest of the head weights ({HEAD_NAME}); re-export to add it")
-    recorded = {"backbone": model.get("backbone"), "head": document.get("head"),
-                **{key: document["preprocess"][key] for key in ("input_size", "mean", "std")}}
+    recorded = {"backbone": model.backbone, "head": manifest.head, "input_size": list(pre.input_size),
+                "mean": list(pre.mean), "std": list(pre.std)}
     for key, value in recorded.items():
         if value is not None and key in trained.config and _differs(trained.config[key], value):
             findings.append(f"{key}: the manifest says {value}, the checkpoint {folder / CONFIG_NAME} says "
                             f"{trained.config[key]}")
-    _check_color(document, trained.config.get("color", TRAINED_COLOR), f"the checkpoint {folder / CONFIG_NAME}",
-                 findings)
-    weights = model.get("weights", {})
-    source = str(folder / weights["file"]) if weights.get("file") else weights.get("source", RANDOM)
+    _check_color(pre, trained.config.get("color", TRAINED_COLOR), f"the checkpoint {folder / CONFIG_NAME}", findings)
+    weights = model.weights
+    source = str(folder / weights.file) if weights.file else weights.source or RANDOM
     if source == RANDOM or not Path(source).is_file():
         raise ArtifactError(f"the backbone weights that the manifest names ({source}) are not there; they are "
                             f"needed to rebuild the reference (random weights are saved as {BACKBONE_NAME} in the "
                             "checkpoint folder)")
-    _check_file(Path(source), weights.get("sha256"), "backbone weights", findings)
-    backbone, _ = create_backbone(model["backbone"], source)
-    size = tuple(document["preprocess"]["input_size"])
+    _check_file(Path(source), weights.sha256, "backbone weights", findings)
+    backbone, _ = create_backbone(model.backbone, source)
+    size = tuple(pre.input_size)
     features = FeatureExtractor(backbone, size)
-    normalize = Normalize(document["preprocess"]["mean"], document["preprocess"]["std"])
+    normalize = Normalize(list(pre.mean), list(pre.std))
     audit = AuditModule(normalize, features, trained.head, size).eval().requires_grad_(False)
-    return audit, f"{model['backbone']} + risk head from {folder}"
+    return audit, f"{model.backbone} + risk head from {folder}"
 
 
 def _classifier(artifact: Artifact, findings: list[str]):
-    from auditor_rt.export.classifier import ClassifierModule
-    from auditor_rt.export.classifier_export import create_classifier
+    from auditor_rt.export.models.classifier import ClassifierModule
+    from auditor_rt.export.models.classifier import create_classifier
 
-    document = artifact.manifest.document
-    model = document["model"]
-    weights = model.get("weights", {})
-    source = weights.get("source", RANDOM)
+    model, pre = artifact.manifest.model, artifact.manifest.preprocess
+    source = model.weights.source or RANDOM
     if source == RANDOM or not Path(source).is_file():
         raise ArtifactError(f"the classifier weights that the manifest names ({source}) are not there; verify "
                             "rebuilds the model from them (an artifact exported with random weights cannot be "
                             "verified: they were not saved)")
-    _check_file(Path(source), weights.get("sha256"), "classifier weights", findings)
-    _check_color(document, TRAINED_COLOR, f"timm's {model['backbone']} (timm models take RGB)", findings)
-    network, _ = create_classifier(model["backbone"], source, model.get("num_classes"))
-    pre = document["preprocess"]
-    module = ClassifierModule(Normalize(pre["mean"], pre["std"]), network, tuple(pre["input_size"]))
-    return module.eval().requires_grad_(False), f"{model['backbone']} classifier from {source}"
+    _check_file(Path(source), model.weights.sha256, "classifier weights", findings)
+    _check_color(pre, TRAINED_COLOR, f"timm's {model.backbone} (timm models take RGB)", findings)
+    network, _ = create_classifier(model.backbone, source, model.num_classes)
+    module = ClassifierModule(Normalize(list(pre.mean), list(pre.std)), network, tuple(pre.input_size))
+    return module.eval().requires_grad_(False), f"{model.backbone} classifier from {source}"
 
 
-def _check_color(document: dict, trained: str, source: str, findings: list[str]) -> None:
+def _check_color(preprocess: Preprocess, trained: str, source: str, findings: list[str]) -> None:
     """The colour order the manifest tells clients to send must be the one the model learned: a BGR manifest over
     an RGB model swaps red and blue in every production input, and no tensor comparison can see it (the graph
     and the reference would both get the swapped images)."""
-    stated = document.get("preprocess", {}).get("color", TRAINED_COLOR)
+    stated = preprocess.color
     if str(stated).upper() != str(trained).upper():
         findings.append(f"colour order: the manifest says {stated}, but {source} was trained on {trained}; clients "
                         f"following the manifest would swap the channels (re-export, or fix preprocess.color)")

@@ -10,8 +10,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from auditor_rt.runtime.errors import ExportError
+from auditor_rt.export.errors import ExportError
+from auditor_rt.export.verification.compare import is_local_switch
+from auditor_rt.export.verification.reference import fp64_twin
 from auditor_rt.runtime.feeds import input_role, make_feed
+from auditor_rt.runtime.runners import open_graph
 
 ABSOLUTE = ("logit", "score")  # judged in absolute terms; maps relative to their own max magnitude
 TOLERANCE = 1e-4
@@ -26,7 +29,7 @@ def random_feed(inputs, input_size: tuple[int, int], batch: int, seed: int) -> d
     can pick another class. Every classifier has classes 0 and 1."""
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (batch, *input_size, 3), dtype=np.uint8)
-    entry = SimpleNamespace(inputs=inputs, extra={})
+    entry = SimpleNamespace(inputs=inputs, method=None, params=None, num_classes=None)  # a GraphEntry's fields
     targets = np.arange(batch, dtype=np.int64) % 2 if "target" in {input_role(spec) for spec in inputs} else None
     return make_feed(entry, images, seed + 1, baselines="random", targets=targets, samples=PARITY_SAMPLES)
 
@@ -53,20 +56,16 @@ def check_parity(module: torch.nn.Module, path: Path, inputs, outputs, input_siz
     ``reference_images``: PyTorch (FP32 and FP64) runs only the first images of the batch, one at a time, and
     those rows are judged; ONNX Runtime still runs the whole batch, so that a graph mixing up images across the
     batch still fails on the first one. For IG, whose every image is steps + 2 forward and backward passes."""
-    from auditor_rt.runtime.runners.onnxruntime import OnnxRuntimeRunner
-
     feed = random_feed(inputs, input_size, batch, seed)
     count = min(batch, reference_images or batch)
     head = {name: value[:count] for name, value in feed.items()}
     expected = torch_outputs(module, head, 1 if count < batch else batch, torch.float32)
-    with OnnxRuntimeRunner(path, inputs, outputs, providers="cpu") as runner:
+    with open_graph(path, inputs, outputs, "onnxruntime", providers="cpu") as runner:
         full = runner.infer(feed)
     actual = {name: value[:count] for name, value in full.items()}
     errors = ParityErrors(_errors(actual, expected), full, feed)
     if all(error <= TOLERANCE for error in errors.values()):
         return errors
-    from auditor_rt.export.reference import fp64_twin
-
     feed = head
     exact = torch_outputs(fp64_twin(module, tuple(input_size)), feed, 1, torch.float64)
     ours, floor = _errors(actual, exact), _errors(expected, exact)
@@ -84,10 +83,8 @@ def check_parity(module: torch.nn.Module, path: Path, inputs, outputs, input_siz
 
 def _local_switch(key: str, actual: dict[str, np.ndarray], exact: dict[str, np.ndarray]) -> bool:
     """A map that misses the floor rule only by a ReLU switched on rounding noise (``is_local_switch`` in
-    runtime/compare.py). IG's ``delta`` (sum of the map minus the change of the logit) passes when the map's own
+    export/verification/compare.py). IG's ``delta`` (sum of the map minus the change of the logit) passes when the map's own
     error accounts for it."""
-    from auditor_rt.runtime.compare import is_local_switch
-
     if key == "delta" and "ig" in actual:
         explained = np.abs(actual["ig"].astype(np.float64) - exact["ig"]).reshape(len(exact["ig"]), -1).sum(axis=1)
         return bool(np.all(np.abs(actual["delta"] - exact["delta"]) <= 1.01 * explained + 1e-6)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from auditor_rt.export.backbone import FeatureExtractor, Normalize
+from auditor_rt.export.models.backbone import (AUTO, RANDOM, FeatureExtractor, Normalize, RandomFeaturesWarning,
+                                              WeightsInfo, hf_cache_file, load_weights_file)
+from auditor_rt.runtime.errors import ConfigError
 
 
 class ClassifyOutputs(NamedTuple):
@@ -47,3 +51,24 @@ class ClassifierModule(nn.Module):
     def forward(self, image: torch.Tensor) -> ClassifyOutputs:
         logits = self.logits(self.normalize(image))
         return ClassifyOutputs(logits, logits.softmax(dim=1), logits.argmax(dim=1))
+
+
+def create_classifier(name: str, weights: str = AUTO, num_classes: int | None = None):
+    """A timm classifier with its head, and where its weights came from (a file, the HF cache, or random)."""
+    import timm
+
+    options = {} if num_classes is None else {"num_classes": num_classes}
+    try:
+        model = timm.create_model(name, pretrained=False, **options)
+    except RuntimeError as exc:
+        raise ConfigError(f"unknown timm model {name!r} ({exc}); see `timm.list_models()`") from None
+    cached = hf_cache_file(model) if weights == AUTO else None
+    if weights not in (AUTO, RANDOM):
+        info = load_weights_file(model, Path(weights), require_head=True)
+    elif cached is not None:
+        info = load_weights_file(model, cached, require_head=True)
+    else:
+        info = WeightsInfo(RANDOM, None)
+        warnings.warn(f"classifier {name!r} has RANDOM weights: its classes and maps mean nothing; pass --weights "
+                      "PATH to audit a real model.", RandomFeaturesWarning, stacklevel=2)
+    return model.eval().requires_grad_(False), info

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from auditor_rt.export.data import make_loader
-from auditor_rt.export.head import RiskHead
-from auditor_rt.export.losses import risk_loss
-from auditor_rt.export.train import (BestKeeper, TrainConfig, TrainResult, add_losses, evaluate, extract_features,
+from auditor_rt.export.training.data import make_loader
+from auditor_rt.export.models.head import RiskHead
+from auditor_rt.export.training.losses import risk_loss
+from auditor_rt.export.training.train import (BestKeeper, TrainConfig, TrainResult, add_losses, evaluate, extract_features,
                                      finish, format_row, history_row, prepare, require_both_classes)
 
 

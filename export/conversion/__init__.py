@@ -1,0 +1,1 @@
+"""Torch to ONNX: the conversion itself, the ONNX Runtime passes, and the shared weights file."""
