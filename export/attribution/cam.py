@@ -12,7 +12,6 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from auditor_rt.export.attribution.compiler import compile_gradient, is_eager
 from auditor_rt.export.attribution.methods import Attribution, example_target, register_attribution
 from auditor_rt.export.models.audit_module import AuditModule, normalize_per_image
 from auditor_rt.runtime.errors import ConfigError
@@ -88,9 +87,9 @@ class GradCam(Attribution):
     map_output = "cam"
     raw_output = "cam_raw"
 
-    def __init__(self, audit: AuditModule, example: torch.Tensor, stage: str | int | None = None):
+    def __init__(self, audit: AuditModule, example: torch.Tensor, stage: str | int | None = None, eager: bool = False):
         torch.nn.Module.__init__(self)
-        self.setup(audit)
+        self.setup(audit, eager)
         self.stage, module = _stage_module(audit, stage)
         self.prefix_tokens = audit.features.num_prefix_tokens
         probe = _Probe()
@@ -113,10 +112,10 @@ class GradCam(Attribution):
                 return grad, activation, score
 
             traced = gradient if self.takes_target else (lambda x: gradient(x, None))
-            self.compiled = compile_gradient(traced, x, *example_target(audit, len(x)),
-                                             share_key=("stage gradient", id(audit), self.stage))
+            self.compiled = self.differentiate(traced, x, *example_target(audit, len(x)),
+                                               share_key=("stage gradient", id(audit), self.stage))
         finally:
-            if not is_eager():  # a compiled graph holds the probe; eager autograd needs the hook at every call
+            if not eager:  # a compiled graph holds the probe; eager autograd needs the hook at every call
                 handle.remove()
         target = example_target(audit, len(x))
         with torch.no_grad():

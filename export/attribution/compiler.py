@@ -13,25 +13,10 @@ from torch.overrides import TorchFunctionMode
 
 from auditor_rt.export.attribution.rules import gradient_decompositions
 from auditor_rt.export.errors import ExportError
+from auditor_rt.runtime.errors import NotSupportedError
 
 
-_EAGER = contextvars.ContextVar("eager_gradients", default=False)
 _SHARED = contextvars.ContextVar("shared_traces", default=None)
-
-
-@contextlib.contextmanager
-def eager_gradients() -> Iterator[None]:
-    """Attribution modules built inside take their gradients with PyTorch's own autograd at call time instead of a
-    compiled graph: the reference that ``verify`` compares exported graphs with (in FP32 and FP64)."""
-    token = _EAGER.set(True)
-    try:
-        yield
-    finally:
-        _EAGER.reset(token)
-
-
-def is_eager() -> bool:
-    return _EAGER.get()
 
 
 @contextlib.contextmanager
@@ -69,14 +54,12 @@ class _FlattenedLinear(TorchFunctionMode):
 
 def compile_gradient(fn: Callable, *example: torch.Tensor, share_key: tuple | None = None) -> torch.fx.GraphModule:
     """``fn`` computes attributions with ``torch.func`` (grad/vjp); the result is the same computation with every
-    backward op written as forward ops (under ``eager_gradients()``: ``fn`` itself). Trace with a batch of at least
-    2: symbolic tracing specialises size-1 dims.
+    backward op written as forward ops. Trace with a batch of at least 2: symbolic tracing specialises size-1 dims.
+    (An attribution module built with ``eager=True`` does not call this: it keeps ``fn`` itself.)
 
     ``functionalize`` first removes in-place updates of views (timm's ConvNeXt does them), which would otherwise
     leave ``as_strided`` scatters that ONNX cannot express.
     """
-    if is_eager():
-        return fn
     shared = _SHARED.get()
     if shared is not None and share_key is not None:
         key = (*share_key, *((tuple(t.shape), t.dtype) for t in example))
@@ -88,8 +71,10 @@ def compile_gradient(fn: Callable, *example: torch.Tensor, share_key: tuple | No
         with _FlattenedLinear():
             graph_module = make_fx(functional, decomposition_table=gradient_decompositions(),
                                    tracing_mode="symbolic", _allow_non_fake_inputs=True)(*example)
-    except NotImplementedError as exc:
+    except NotSupportedError as exc:  # a rule that states what it lacks
         raise ExportError(f"cannot write the backward pass as forward ops: {exc}") from None
+    except NotImplementedError as exc:  # torch's own, for an op its tracing cannot handle
+        raise ExportError(f"cannot write the backward pass as forward ops: torch cannot trace it ({exc})") from None
     left = backward_ops_left(graph_module)
     if left:
         raise ExportError(f"no VJP rule for {', '.join(left)}: add one to auditor_rt.export.attribution.rules "

@@ -31,10 +31,14 @@ def register_attribution(name: str) -> Callable[[type], type]:
     return wrap
 
 
-def create_attribution(name: str, audit: AuditModule, example: torch.Tensor, **params) -> "Attribution":
+def create_attribution(name: str, audit: AuditModule, example: torch.Tensor, eager: bool = False,
+                       **params) -> "Attribution":
+    """The ``name`` method's module over ``audit``, its gradients compiled to forward ops so that it exports. With
+    ``eager``, it takes them with PyTorch's own autograd at call time instead (and does not export): the reference
+    that ``verify`` and the parity check compare exported graphs with, which so checks the compiler too."""
     if name not in ATTRIBUTIONS:
         raise ConfigError(f"unknown attribution method {name!r}; choose from {', '.join(sorted(ATTRIBUTIONS))}")
-    return ATTRIBUTIONS[name](audit, example, **params).eval()
+    return ATTRIBUTIONS[name](audit, example, eager=eager, **params).eval()
 
 
 def input_gradient_fn(model):
@@ -68,21 +72,25 @@ class Attribution(nn.Module):
     raw_output = ""  # the output to compare across classes (unnormalised); the map output unless it is normalised
     extra_inputs: tuple[str, ...] = ()
 
-    def __init__(self, audit: AuditModule, example: torch.Tensor):
+    def __init__(self, audit: AuditModule, example: torch.Tensor, eager: bool = False):
         super().__init__()
-        self.setup(audit)
+        self.setup(audit, eager)
         with torch.no_grad():
             x = self.normalize(example)
         # Traced outside no_grad: under it, autograd of a Linear layer records an as_strided scatter (seen with
         # timm classifier heads) that ONNX cannot express.
-        self.compiled = compile_gradient(input_gradient_fn(audit), x, *example_target(audit, len(x)),
-                                         share_key=("input gradient", id(audit)))
+        self.compiled = self.differentiate(input_gradient_fn(audit), x, *example_target(audit, len(x)),
+                                           share_key=("input gradient", id(audit)))
 
-    def setup(self, model) -> None:
+    def setup(self, model, eager: bool) -> None:
         self.normalize, self.input_size, self.takes_target = model.normalize, model.input_size, model.takes_target
-        self.model = model
+        self.model, self.eager = model, eager
         if self.takes_target:
             self.extra_inputs = (*self.extra_inputs, "target")
+
+    def differentiate(self, fn, *example: torch.Tensor, share_key: tuple):
+        """``fn`` (a ``torch.func`` gradient) compiled to forward ops, or ``fn`` itself in an eager module."""
+        return fn if self.eager else compile_gradient(fn, *example, share_key=share_key)
 
     def gradient(self, x: torch.Tensor, target: torch.Tensor | None):
         return self.compiled(x, target) if self.takes_target else self.compiled(x)

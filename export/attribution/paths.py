@@ -47,13 +47,14 @@ class IntegratedGradients(Attribution):
     signed = True
     map_output = "ig"
 
-    def __init__(self, audit, example, steps: int = 32, baseline: str = "black", blur_sigma: float = 8.0):
+    def __init__(self, audit, example, steps: int = 32, baseline: str = "black", blur_sigma: float = 8.0,
+                 eager: bool = False):
         if baseline not in BASELINES:
             raise ConfigError(f"unknown IG baseline {baseline!r}; choose from {', '.join(BASELINES)}")
         if steps < 1:
             raise ConfigError(f"--ig-steps must be at least 1, got {steps}")
         self.extra_inputs = ("baseline",) if baseline == "input" else ()
-        super().__init__(audit, example)
+        super().__init__(audit, example, eager)
         self.steps, self.baseline, self.blur_sigma = steps, baseline, blur_sigma
         nodes, weights = np.polynomial.legendre.leggauss(steps)
         alphas = np.concatenate([(nodes + 1) / 2, [1.0, 0.0]])  # quadrature points, then image and baseline
@@ -105,8 +106,8 @@ class SmoothGrad(Attribution):
     extra_inputs = ("noise",)
     map_output = "smoothgrad"
 
-    def __init__(self, audit, example, samples: int = 16, noise_level: float = 0.15):
-        super().__init__(audit, example)
+    def __init__(self, audit, example, samples: int = 16, noise_level: float = 0.15, eager: bool = False):
+        super().__init__(audit, example, eager)
         self.samples, self.noise_level = samples, noise_level
 
     def params(self) -> dict:

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch._decomp import decomposition_table
 
+from auditor_rt.runtime.errors import NotSupportedError
+
 aten = torch.ops.aten
 VJP_RULES: dict = {}
 
@@ -80,9 +82,9 @@ def convolution_backward(grad_output, input, weight, bias_sizes, stride, padding
     - otherwise a transposed convolution: for wide strided layers the phase convolution plus its pixel shuffle was
       slower (14.6 against 10.9 ms for a 3x3 stride-2 layer with 128 channels; 1x1 stride-2 shortcuts lost too)."""
     if transposed:
-        raise NotImplementedError("the gradient through a transposed convolution has no rule yet")
+        raise NotSupportedError("the gradient through a transposed convolution has no rule yet")
     if output_mask[1]:
-        raise NotImplementedError("weight gradients are not needed for attribution and have no rule")
+        raise NotSupportedError("weight gradients are not needed for attribution and have no rule")
     dims = weight.dim() - 2
     stride, padding, dilation = (_per_dim(v, dims) for v in (stride, padding, dilation))
     kernel = list(weight.shape[2:])
@@ -177,7 +179,7 @@ def flash_attention_backward(grad_out, query, key, value, out, logsumexp, dropou
     """Attention's backward from its definition, recomputing the probabilities P = softmax(Q K^T s):
     dV = P^T dO, dS = P * (dO V^T - rowsum(dO V^T * P)), dQ = dS K s, dK = dS^T Q s."""
     if dropout_p or is_causal or attn_mask is not None:
-        raise NotImplementedError("attention backward with dropout, a causal flag or a mask has no rule yet")
+        raise NotSupportedError("attention backward with dropout, a causal flag or a mask has no rule yet")
     scale = scale if scale is not None else query.shape[-1] ** -0.5
     probs = torch.softmax(query @ key.transpose(-2, -1) * scale, dim=-1)
     grad_value = probs.transpose(-2, -1) @ grad_out
@@ -209,14 +211,14 @@ def _is_whole_reshape(numel, size, stride, offset) -> bool:
 @register_vjp(aten.as_strided_copy.default)
 def as_strided_copy(x, size, stride, storage_offset=None):
     if not _is_whole_reshape(x.numel(), size, stride, storage_offset):
-        raise NotImplementedError(f"as_strided with size {list(size)}, stride {list(stride)} is not a reshape")
+        raise NotSupportedError(f"as_strided with size {list(size)}, stride {list(stride)} is not a reshape")
     return x.reshape(size).clone(memory_format=torch.contiguous_format)
 
 
 @register_vjp(aten.as_strided_scatter.default)
 def as_strided_scatter(base, src, size, stride, storage_offset=None):
     if not _is_whole_reshape(base.numel(), size, stride, storage_offset):
-        raise NotImplementedError(f"as_strided_scatter with size {list(size)}, stride {list(stride)} is not a reshape")
+        raise NotSupportedError(f"as_strided_scatter with size {list(size)}, stride {list(stride)} is not a reshape")
     return src.reshape(base.shape).clone(memory_format=torch.contiguous_format)
 
 

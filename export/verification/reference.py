@@ -1,8 +1,8 @@
 """The PyTorch reference of an artifact, rebuilt from what its manifest records: the backbone and the digest of its
 weights, the head checkpoint, the preprocessing, and each attribution graph's method and parameters.
 
-Attribution references take their gradients with PyTorch's own autograd (``eager_gradients``), not with the
-compiled graphs that were exported, so that ``verify`` checks the compiler too. Each reference exists in FP32 and in
+Attribution references take their gradients with PyTorch's own autograd (``create_attribution(eager=True)``), not
+with the compiled graphs that were exported, so that ``verify`` checks the compiler too. Each reference exists in FP32 and in
 FP64: FP64 is what outputs are compared with, and PyTorch's own FP32 error against it is the noise floor.
 
 A file that is not the one the manifest names is a finding, not a crash: ``ReferenceModel.findings`` says which.
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from auditor_rt.export.attribution import create_attribution
-from auditor_rt.export.attribution.compiler import eager_gradients
+from auditor_rt.export.attribution.methods import Attribution
 from auditor_rt.export.models.backbone import RANDOM, FeatureExtractor, Normalize, create_backbone
 from auditor_rt.export.models.checkpoint import BACKBONE_NAME, CONFIG_NAME, HEAD_NAME, load_checkpoint
 from auditor_rt.export.models.audit_module import AuditModule
@@ -64,9 +64,8 @@ def build_reference(artifact: Artifact, checkpoint: str | Path | None = None,
             continue
         method = entry.method or name
         params = constructor_params(method, entry.params or {})
-        with eager_gradients():
-            fp32 = create_attribution(method, base, example, **params)
-            fp64 = create_attribution(method, base64, example, **params)
+        fp32 = create_attribution(method, base, example, eager=True, **params)
+        fp64 = create_attribution(method, base64, example, eager=True, **params)
         modules[name] = (fp32, fp64)
     return ReferenceModel(modules, (base, base64), findings, description, notes)
 
@@ -78,15 +77,12 @@ def constructor_params(method: str, params: dict) -> dict:
 
 def fp64_twin(module: torch.nn.Module, input_size: tuple[int, int]) -> torch.nn.Module:
     """The same computation in FP64 with PyTorch's own autograd: an audit or classifier module cast to double, or
-    an attribution module rebuilt over the double copy of its model under ``eager_gradients``."""
-    from auditor_rt.export.attribution.methods import Attribution
-
+    an attribution module rebuilt eagerly over the double copy of its model."""
     if not isinstance(module, Attribution):
         return copy.deepcopy(module).double()
     example = torch.zeros(2, *input_size, 3, dtype=torch.uint8)
-    with eager_gradients():
-        return create_attribution(module.method, copy.deepcopy(module.model).double(), example,
-                                  **constructor_params(module.method, module.params()))
+    return create_attribution(module.method, copy.deepcopy(module.model).double(), example, eager=True,
+                              **constructor_params(module.method, module.params()))
 
 
 def _check_file(path: Path, expected: str | None, what: str, findings: list[str]) -> None:

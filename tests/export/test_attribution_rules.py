@@ -11,6 +11,7 @@ from auditor_rt.export.attribution.compiler import compile_gradient
 from auditor_rt.export.attribution.rules import (adaptive_avg_pool2d_backward, avg_pool2d_backward,
                                                  convolution_backward)
 from auditor_rt.export.errors import ExportError
+from auditor_rt.runtime.errors import NotSupportedError
 
 aten = torch.ops.aten
 
@@ -51,7 +52,7 @@ def test_convolution_rule_matches_aten(in_ch, out_ch, kernel, stride, padding, d
 def test_convolution_rule_refuses_weight_gradients():
     x, weight = torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3)
     grad_out = torch.randn(1, 3, 3, 3)
-    with pytest.raises(NotImplementedError, match="weight gradients"):
+    with pytest.raises(NotSupportedError, match="weight gradients"):
         convolution_backward(grad_out, x, weight, [3], [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [True, True, False])
 
 
@@ -144,3 +145,13 @@ def test_threshold_rule_matches_aten(threshold):
     x[0, 0, :3] = threshold  # exactly at the threshold: no gradient, as in ATen
     grad = torch.randn(x.shape, generator=generator)
     close(threshold_backward(grad, x, threshold), aten.threshold_backward(grad, x, threshold), tol=0)
+
+
+def test_a_rule_that_lacks_a_case_refuses_the_export_in_one_line():
+    weight = torch.randn(3, 2, 3, 3)
+
+    def score(x):
+        return F.conv_transpose2d(x, weight).sum()
+
+    with pytest.raises(ExportError, match="transposed convolution has no rule"):
+        compile_gradient(lambda x: torch.func.grad(score)(x), torch.randn(2, 3, 8, 8))
