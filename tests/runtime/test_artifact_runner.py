@@ -1,99 +1,39 @@
-"""Artifacts (manifest + digests) and runners, on a tiny ONNX graph built with the ``onnx`` helper API."""
+"""Artifacts (manifest + digests) and runners, on tiny 8 x 8 ONNX graphs checked in under ``tiny/runner`` (written
+by ``tiny/make_tiny_artifacts.py`` with the ``onnx`` helper API; these tests need neither onnx nor torch)."""
 
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
-from onnx import TensorProto, helper  # noqa: E402
-
-from auditor_rt.runtime.artifact import Artifact, sha256_file  # noqa: E402
-from auditor_rt.runtime.errors import (  # noqa: E402
+from auditor_rt.runtime.artifact import Artifact, sha256_file
+from auditor_rt.runtime.errors import (
     ArtifactError,
     BackendUnavailableError,
     ConfigError,
     DigestMismatchError,
     InputValidationError,
 )
-from auditor_rt.runtime.manifest import GraphEntry, Manifest, Preprocess, TensorSpec  # noqa: E402
-from auditor_rt.runtime.runners import create_runner  # noqa: E402
-from auditor_rt.runtime.runners.onnxruntime import OnnxRuntimeRunner, resolve_providers  # noqa: E402
+from auditor_rt.runtime.manifest import GraphEntry, Manifest, TensorSpec
+from auditor_rt.runtime.runners import create_runner
+from auditor_rt.runtime.runners.onnxruntime import OnnxRuntimeRunner, resolve_providers
 
+RUNNER_ARTIFACT = Path(__file__).resolve().parent / "tiny" / "runner"
 SIZE = 8
 IMAGE = TensorSpec("image", "uint8", ("batch", SIZE, SIZE, 3))
 TARGET = TensorSpec("target", "int64", ("batch",))
-SCORE = TensorSpec("score", "float32", ("batch",))
-HEATMAP = TensorSpec("heatmap", "float32", ("batch", SIZE, SIZE))
-
-
-def _audit_graph() -> onnx.ModelProto:
-    """score = mean pixel / 255; heatmap = per-pixel channel mean / 255."""
-    nodes = [
-        helper.make_node("Cast", ["image"], ["image_f"], to=TensorProto.FLOAT),
-        helper.make_node("Constant", [], ["inv255"], value=helper.make_tensor("c", TensorProto.FLOAT, [], [1 / 255])),
-        helper.make_node("Mul", ["image_f", "inv255"], ["scaled"]),
-        helper.make_node("ReduceMean", ["scaled"], ["heatmap"], axes=[3], keepdims=0),
-        helper.make_node("ReduceMean", ["heatmap"], ["score"], axes=[1, 2], keepdims=0),
-    ]
-    graph = helper.make_graph(
-        nodes, "audit",
-        [helper.make_tensor_value_info("image", TensorProto.UINT8, ["batch", SIZE, SIZE, 3])],
-        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch"]),
-         helper.make_tensor_value_info("heatmap", TensorProto.FLOAT, ["batch", SIZE, SIZE])],
-    )
-    return _model(graph)
-
-
-def _explain_graph() -> onnx.ModelProto:
-    """Two inputs sharing the batch dim: score = mean pixel / 255 + target."""
-    nodes = [
-        helper.make_node("Cast", ["image"], ["image_f"], to=TensorProto.FLOAT),
-        helper.make_node("ReduceMean", ["image_f"], ["mean"], axes=[1, 2, 3], keepdims=0),
-        helper.make_node("Cast", ["target"], ["target_f"], to=TensorProto.FLOAT),
-        helper.make_node("Add", ["mean", "target_f"], ["score"]),
-    ]
-    graph = helper.make_graph(
-        nodes, "explain",
-        [helper.make_tensor_value_info("image", TensorProto.UINT8, ["batch", SIZE, SIZE, 3]),
-         helper.make_tensor_value_info("target", TensorProto.INT64, ["batch"])],
-        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch"])],
-    )
-    return _model(graph)
-
-
-def _model(graph) -> onnx.ModelProto:
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8  # old enough for any onnxruntime this project supports
-    onnx.checker.check_model(model)
-    return model
 
 
 @pytest.fixture
 def artifact_dir(tmp_path):
-    folder = tmp_path / "tiny"
-    folder.mkdir()
-    graphs = {}
-    for key, model, inputs, outputs in [
-        ("audit", _audit_graph(), (IMAGE,), (SCORE, HEATMAP)),
-        ("explain", _explain_graph(), (IMAGE, TARGET), (SCORE,)),
-    ]:
-        path = folder / f"{key}.onnx"
-        onnx.save(model, str(path))
-        graphs[key] = GraphEntry(file=path.name, sha256=sha256_file(path), kind=key, inputs=inputs,
-                                 outputs=outputs, opset=17)
-    manifest = Manifest(
-        name="tiny",
-        preprocess=Preprocess(input_size=(SIZE, SIZE), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
-        threshold=0.4,
-        graphs=graphs,
-        document={"backbone": {"name": "none"}},
-    )
-    manifest.write(folder)
-    return folder
+    """A fresh copy per test (tests here damage it). ``audit``: image -> score = mean pixel / 255, heatmap = each
+    pixel's channel mean / 255. ``explain``: image, target -> score = mean pixel + target."""
+    return Path(shutil.copytree(RUNNER_ARTIFACT, tmp_path / "tiny"))
 
 
 @pytest.fixture
@@ -118,6 +58,12 @@ def test_manifest_round_trips_through_json(artifact_dir):
     assert manifest.document["backbone"] == {"name": "none"}  # unknown facts are kept
     data = json.loads((artifact_dir / "manifest.json").read_text())
     assert data["schema_version"] == 1 and data["decision"]["threshold"] == pytest.approx(0.4)
+    copy = artifact_dir.parent / "written"
+    copy.mkdir()
+    manifest.write(copy)
+    again = Manifest.read(copy / "manifest.json")
+    assert again.graphs == manifest.graphs and again.preprocess == manifest.preprocess
+    assert again.threshold == manifest.threshold and again.document["backbone"] == {"name": "none"}
 
 
 def test_digest_check_passes_on_untouched_files(artifact_dir):
@@ -310,9 +256,9 @@ def test_native_tensorrt_backend_is_unavailable(artifact_dir):
 def test_unloadable_graph_is_a_backend_error(artifact_dir):
     """A graph whose digest matches but which ORT cannot load is reported, not raised as an ORT exception."""
     path = artifact_dir / "audit.onnx"
-    model = _audit_graph()
-    model.graph.node[0].op_type = "NoSuchOperator"  # well-formed protobuf, but no kernel
-    path.write_bytes(model.SerializeToString())
+    data = path.read_bytes()
+    assert data.count(b"Cast") == 1  # the first node's op_type
+    path.write_bytes(data.replace(b"Cast", b"Nope"))  # well-formed protobuf, but no such operator
     manifest = Manifest.read(artifact_dir / "manifest.json")
     entry = manifest.graphs["audit"]
     manifest.graphs["audit"] = GraphEntry(entry.file, sha256_file(path), entry.kind, entry.inputs, entry.outputs,

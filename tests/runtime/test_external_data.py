@@ -1,58 +1,97 @@
-"""External data: every location a graph names is checked by the artifact loader before any session exists."""
+"""External data: every location a graph names is checked by the artifact loader before any session exists.
+
+The graphs are written here in protobuf's wire format (a few lines below), so that these tests run in a runtime-only
+install, without the ``onnx`` package; ONNX Runtime loading and running the good one, and the ``onnx`` package
+parsing them where it is installed, check the encoding."""
 
 from __future__ import annotations
 
-
 import numpy as np
+import onnxruntime as ort
 import pytest
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
-from onnx import TensorProto, helper  # noqa: E402
-
-from auditor_rt.runtime.artifact import Artifact, sha256_file  # noqa: E402
-from auditor_rt.runtime.errors import ArtifactError  # noqa: E402
-from auditor_rt.runtime.manifest import GraphEntry, Manifest, Preprocess, TensorSpec  # noqa: E402
-from auditor_rt.runtime.runners import create_runner  # noqa: E402
+from auditor_rt.runtime.artifact import Artifact, sha256_file
+from auditor_rt.runtime.errors import ArtifactError
+from auditor_rt.runtime.manifest import GraphEntry, Manifest, Preprocess, TensorSpec
+from auditor_rt.runtime.runners import create_runner
 
 SIZE = 8
 
 WEIGHT = np.arange(SIZE, dtype=np.float32)
 VECTOR = TensorSpec("x", "float32", ("batch", SIZE))
+FLOAT, BOOL = 1, 9                    # TensorProto.DataType
+EXTERNAL = 1                          # TensorProto.DataLocation
+ATTRIBUTE_TENSOR, ATTRIBUTE_GRAPH = 4, 5  # AttributeProto.AttributeType
 
 
-def _external_tensor(name: str, location: str) -> TensorProto:
-    tensor = helper.make_tensor(name, TensorProto.FLOAT, [SIZE], WEIGHT.tobytes(), raw=True)
-    onnx.external_data_helper.set_external_data(tensor, location=location, offset=0, length=WEIGHT.nbytes)
-    tensor.data_location = TensorProto.EXTERNAL
-    tensor.ClearField("raw_data")
-    return tensor
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
 
 
-def _add_model(location: str, in_subgraph: bool = False) -> onnx.ModelProto:
-    """y = x + w, with w's bytes in an external file; ``in_subgraph`` hides w inside an If node's branch."""
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", SIZE])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", SIZE])
+def _field(number: int, value) -> bytes:
+    """One field: an int as a varint, str or bytes (a string or an encoded message) length-delimited."""
+    if isinstance(value, int):
+        return _varint(number << 3) + _varint(value)
+    data = value.encode() if isinstance(value, str) else value
+    return _varint(number << 3 | 2) + _varint(len(data)) + data
+
+
+def _message(*fields: bytes) -> bytes:
+    return b"".join(fields)
+
+
+def _external_tensor(name: str, location: str) -> bytes:
+    """TensorProto: dims, data_type, name, external_data (location, offset, length), data_location."""
+    entries = [("location", location), ("offset", "0"), ("length", str(WEIGHT.nbytes))]
+    return _message(_field(1, SIZE), _field(2, FLOAT), _field(8, name),
+                    *[_field(13, _message(_field(1, key), _field(2, value))) for key, value in entries],
+                    _field(14, EXTERNAL))
+
+
+def _value_info(name: str, *dims) -> bytes:
+    """ValueInfoProto of a float tensor; a str dim is symbolic."""
+    shape = _message(*[_field(1, _message(_field(2, d) if isinstance(d, str) else _field(1, d))) for d in dims])
+    return _message(_field(1, name), _field(2, _message(_field(1, _message(_field(1, FLOAT), _field(2, shape))))))
+
+
+def _node(op: str, inputs, outputs, *attributes: bytes) -> bytes:
+    return _message(*[_field(1, i) for i in inputs], *[_field(2, o) for o in outputs], _field(4, op),
+                    *[_field(5, a) for a in attributes])
+
+
+def _graph(nodes, name: str, inputs=(), outputs=(), initializers=()) -> bytes:
+    return _message(*[_field(1, n) for n in nodes], _field(2, name), *[_field(5, t) for t in initializers],
+                    *[_field(11, v) for v in inputs], *[_field(12, v) for v in outputs])
+
+
+def _add_model(location: str, in_subgraph: bool = False) -> bytes:
+    """y = x + w, with w's bytes in an external file; ``in_subgraph`` hides w inside an If node's branch.
+    A serialised ModelProto (IR 8, opset 17)."""
+    x, y = _value_info("x", "batch", SIZE), _value_info("y", "batch", SIZE)
     if not in_subgraph:
-        graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "add", [x], [y],
-                                  initializer=[_external_tensor("w", location)])
+        graph = _graph([_node("Add", ["x", "w"], ["y"])], "add", [x], [y], [_external_tensor("w", location)])
     else:
-        branch = helper.make_graph([helper.make_node("Constant", [], ["w_out"],
-                                                     value=_external_tensor("w", location))],
-                                   "branch", [], [helper.make_tensor_value_info("w_out", TensorProto.FLOAT, [SIZE])])
-        nodes = [helper.make_node("Constant", [], ["yes"], value=helper.make_tensor("c", TensorProto.BOOL, [], [1])),
-                 helper.make_node("If", ["yes"], ["w"], then_branch=branch, else_branch=branch),
-                 helper.make_node("Add", ["x", "w"], ["y"])]
-        graph = helper.make_graph(nodes, "add", [x], [y])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
+        constant = _message(_field(1, "value"), _field(5, _external_tensor("w", location)),
+                            _field(20, ATTRIBUTE_TENSOR))
+        branch = _graph([_node("Constant", [], ["w_out"], constant)], "branch", outputs=[_value_info("w_out", SIZE)])
+        yes = _message(_field(1, "value"), _field(5, _message(_field(2, BOOL), _field(5, 1), _field(8, "c"))),
+                       _field(20, ATTRIBUTE_TENSOR))
+        branches = [_message(_field(1, key), _field(6, branch), _field(20, ATTRIBUTE_GRAPH))
+                    for key in ("then_branch", "else_branch")]
+        graph = _graph([_node("Constant", [], ["yes"], yes), _node("If", ["yes"], ["w"], *branches),
+                        _node("Add", ["x", "w"], ["y"])], "add", [x], [y])
+    return _message(_field(1, 8), _field(7, graph), _field(8, _message(_field(1, ""), _field(2, 17))))
 
 
-def _artifact_of(folder, model: onnx.ModelProto):
+def _artifact_of(folder, model: bytes):
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "add.onnx"
-    path.write_bytes(model.SerializeToString())
+    path.write_bytes(model)
     entry = GraphEntry(file=path.name, sha256=sha256_file(path), kind="audit", inputs=(VECTOR,),
                        outputs=(TensorSpec("y", "float32", ("batch", SIZE)),), opset=17)
     Manifest(name="ext", preprocess=Preprocess(input_size=(SIZE, SIZE), mean=(0, 0, 0), std=(1, 1, 1)),
@@ -106,11 +145,18 @@ def test_external_data_outside_the_folder_is_refused_before_any_session(tmp_path
 
 
 def test_locations_agree_with_the_onnx_package(tmp_path):
-    """The wire-format reader against onnx's own parser, on a model with external tensors in several places."""
+    """The wire-format reader against onnx's own parser, on a model with external tensors in several places (and
+    the encoding above against it: onnx parses it back to the same graph). Needs ``onnx`` (the export extra)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
     from auditor_rt.runtime.onnx_external import external_locations
 
-    model = _add_model("a.bin", in_subgraph=True)
-    model.graph.initializer.extend([_external_tensor("u", "b.bin"), _external_tensor("v", "sub/c.bin")])
+    model = onnx.load_from_string(_add_model("a.bin", in_subgraph=True))
+    assert [n.op_type for n in model.graph.node] == ["Constant", "If", "Add"] and model.opset_import[0].version == 17
+    model.graph.initializer.extend([onnx.load_from_string(_message(_field(7, _graph(
+        [], "g", initializers=[_external_tensor(name, location)])))).graph.initializer[0]
+        for name, location in (("u", "b.bin"), ("v", "sub/c.bin"))])
     model.graph.initializer.append(helper.make_tensor("inline", TensorProto.FLOAT, [2], [1.0, 2.0]))
     data = model.SerializeToString()
     reference = []
@@ -144,7 +190,7 @@ def test_the_reader_needs_no_onnx_package(tmp_path):
     import sys
 
     path = tmp_path / "m.onnx"
-    path.write_bytes(_add_model("../x.bin").SerializeToString())
+    path.write_bytes(_add_model("../x.bin"))
     script = ("import sys; sys.modules['onnx'] = None\n"
               "from auditor_rt.runtime.onnx_external import external_locations\n"
               f"print(external_locations(open({str(path)!r}, 'rb').read()))\n")

@@ -1,4 +1,5 @@
-"""The runtime imports and runs an artifact in a process where `import torch` (and timm) fails."""
+"""The runtime imports and runs an artifact in a process where `import torch` (and timm, and the export extra's
+onnx) fails."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import importlib, json, pkgutil, sys
 
 class Block:
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "timm", "torchvision"):
+        if name.split(".")[0] in ("torch", "timm", "torchvision", "onnx", "onnxscript"):
             raise ImportError(f"{name} is blocked in this test")
         return None
 
@@ -38,6 +39,7 @@ def test_runtime_runs_without_torch(artifact_dir):
     assert report["torch"] is False
     assert "auditor_rt.runtime.auditor" in report["modules"]
     assert len(report["scores"]) == 3 and all(0.0 <= s <= 1.0 for s in report["scores"])
+    assert len(set(report["scores"])) == 3  # three random images, three scores
     assert report["heatmap"] == [120, 90]
 
 
