@@ -274,3 +274,47 @@ def test_manifest_file_names_outside_the_folder_are_refused(artifact_dir, tmp_pa
     (artifact_dir / "manifest.json").write_text(json.dumps(document))
     with pytest.raises(ArtifactError, match="outside the artifact folder"):
         Artifact(artifact_dir).graph_path("audit")
+
+
+# --- the checked-in tiny artifacts -----------------------------------------------------------------------------
+
+def test_checked_in_tiny_artifacts_are_what_the_script_writes(tmp_path):
+    """``tiny/make_tiny_artifacts.py`` and the folders it wrote agree: the same manifests (digests aside, as
+    serialisation may differ between onnx versions), the same weights, and graphs that compute the same outputs.
+    Needs ``onnx`` (the export extra): a dev check that the script was run after it was changed."""
+    pytest.importorskip("onnx")
+    import importlib.util
+
+    from auditor_rt.runtime.feeds import make_feed
+
+    tiny = RUNNER_ARTIFACT.parent
+    spec = importlib.util.spec_from_file_location("make_tiny_artifacts", tiny / "make_tiny_artifacts.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.main(tmp_path)
+
+    def without_digests(folder: Path) -> dict:
+        document = json.loads((folder / "manifest.json").read_text())
+        for entry in document["graphs"].values():
+            entry.pop("sha256")
+        return document
+
+    rerun = "; run tests/runtime/tiny/make_tiny_artifacts.py and commit its output"
+    for name in ("risk", "risk_explain", "classifier", "runner"):
+        checked_in, written = Artifact(tiny / name), Artifact(tmp_path / name)
+        assert without_digests(tiny / name) == without_digests(tmp_path / name), name + rerun
+        assert sorted(p.name for p in (tiny / name).iterdir()) == sorted(p.name for p in (tmp_path / name).iterdir())
+        for data_file in checked_in.manifest.data_files:
+            assert (tiny / name / data_file).read_bytes() == (tmp_path / name / data_file).read_bytes(), name + rerun
+        size = checked_in.manifest.preprocess.input_size
+        images = np.random.default_rng(0).integers(0, 256, (2, *size, 3), dtype=np.uint8)
+        for key, entry in checked_in.manifest.graphs.items():
+            feed = make_feed(entry, images, seed=0, baselines="random")
+            if key == "explain":
+                feed["target"] = np.array([0, 1], np.int64)
+            with create_runner(checked_in, key, providers="cpu") as old, \
+                    create_runner(written, key, providers="cpu") as new:
+                expected, actual = old.infer(feed), new.infer(feed)
+            for output in expected:
+                np.testing.assert_allclose(actual[output], expected[output], rtol=1e-6, atol=1e-7,
+                                           err_msg=f"{name}/{key}:{output}{rerun}")

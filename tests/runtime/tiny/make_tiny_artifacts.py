@@ -419,7 +419,8 @@ def runner_graphs(folder: Path) -> None:
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def main() -> None:
+def main(out: Path = HERE) -> None:
+    """Writes the four artifact folders under ``out`` (this folder by default)."""
     risk = Spec(RISK_SIZE, 1, np.array(REDNESS).reshape(3, 1), BIAS, classifier=False)
     risk_model = {"backbone": "tiny_redness", "weights": {"source": "closed form", "sha256": None, "random": False},
                   "feature_channels": 1, "feature_grid": [GRID, GRID]}
@@ -429,11 +430,11 @@ def main() -> None:
              "heatmap": {"absolute_scale": {"risk_map_max": 2.5, "chosen_on": "fixed", "percentile": 100.0,
                                             "images": 0}}}
     audit = ("audit", "audit.onnx", audit_graph(risk), {})
-    write_artifact(HERE / "risk", risk, head, [audit], risk_model, decision, extra)
+    write_artifact(out / "risk", risk, head, [audit], risk_model, decision, extra)
 
     ig_params = {"steps": IG_STEPS, "baseline": "black", "blur_sigma": 8.0, "rule": "gauss-legendre"}
     sg_params = {"samples": SMOOTHGRAD_SAMPLES, "noise_level": NOISE_LEVEL, "noise": "unit normal, an input"}
-    write_artifact(HERE / "risk_explain", risk, head, [
+    write_artifact(out / "risk_explain", risk, head, [
         audit,
         ("saliency", "saliency.onnx", saliency_graph(risk),
          attribution_facts("saliency", {}, 1, False, "saliency", "saliency", None)),
@@ -451,7 +452,7 @@ def main() -> None:
     clf_model = {"kind": "classifier", "backbone": "tiny_rgb", "num_classes": CLASSES,
                  "weights": {"source": "closed form", "sha256": None, "random": False}}
     clf_ig = {"steps": CLASSIFIER_IG_STEPS, "baseline": "input", "blur_sigma": 8.0, "rule": "gauss-legendre"}
-    write_artifact(HERE / "classifier", classifier, None, [
+    write_artifact(out / "classifier", classifier, None, [
         ("classify", "classify.onnx", classify_graph(classifier), {}),
         ("saliency", "saliency.onnx", saliency_graph(classifier),
          attribution_facts("saliency", {}, 1, False, "saliency", "saliency", CLASSES)),
@@ -460,9 +461,9 @@ def main() -> None:
         ("gradcam", "gradcam.onnx", cam_graph(classifier, plus_plus=False),
          attribution_facts("gradcam", {"stage": "patches"}, 1, False, "cam", "cam_raw", CLASSES)),
     ], clf_model, {"threshold": None, "rule": "argmax over classes"}, {})
-    runner_graphs(HERE / "runner")
-    total = sum(p.stat().st_size for p in HERE.rglob("*") if p.is_file() and p.parent != HERE)
-    print(f"wrote risk, risk_explain, classifier and runner in {HERE}: {total} bytes")
+    runner_graphs(out / "runner")
+    total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file() and p.parent != out)
+    print(f"wrote risk, risk_explain, classifier and runner in {out}: {total} bytes")
 
 
 if __name__ == "__main__":
