@@ -290,7 +290,7 @@ class AuditApp:
             item["heatmap"] = self._encode(heatmap, options["heatmap"], signed=False)
             if result.explanations is not None:
                 explanation = result.explanations[index]
-                values = explanation.map if size == image_size else resize_map(explanation.map, size)
+                values = resize_map(explanation.map, size)  # explained at the model's size: back to the answer's
                 item["explain"] = {**explanation.to_dict(),
                                    "map": self._encode(values, options["heatmap"], explanation.signed)}
             items.append(item)
@@ -329,18 +329,17 @@ class AuditApp:
 
     def info(self) -> dict:
         """The manifest without file paths, what runs it, and the limits."""
-        document = self.auditor.artifact.manifest.document
-        model = {key: value for key, value in document.get("model", {}).items() if key != "weights"}
-        model["weights_sha256"] = document.get("model", {}).get("weights", {}).get("sha256")
+        manifest = self.auditor.artifact.manifest
+        model = {key: value for key, value in manifest.model.to_dict().items() if key != "weights"}
+        model["weights_sha256"] = manifest.model.weights.sha256
         graphs = {name: {"kind": entry.kind, "inputs": [spec.to_dict() for spec in entry.inputs],
                          "outputs": [spec.to_dict() for spec in entry.outputs],
-                         **({"method": entry.extra.get("method"), "params": entry.extra.get("params")}
-                            if entry.kind == "attribution" else {})}
-                  for name, entry in self.auditor.artifact.manifest.graphs.items()}
+                         **({"method": entry.method, "params": entry.params} if entry.kind == "attribution" else {})}
+                  for name, entry in manifest.graphs.items()}
         runner = self.auditor.runner
-        return {"name": self.auditor.artifact.name, "model": model, "head": document.get("head"),
-                "preprocess": document.get("preprocess"), "decision": document.get("decision"),
-                "metrics": document.get("training", {}).get("metrics"), "versions": document.get("versions"),
+        return {"name": self.auditor.artifact.name, "model": model, "head": manifest.head,
+                "preprocess": manifest.preprocess.to_dict(), "decision": manifest.decision.to_dict(manifest.threshold),
+                "metrics": manifest.training.metrics if manifest.training else None, "versions": manifest.versions,
                 "graphs": graphs, "attribution_methods": self.methods,
                 "backend": getattr(runner, "name", type(runner).__name__),
                 "providers": getattr(runner, "active_providers", []), "limits": self.settings.limits()}

@@ -115,7 +115,7 @@ class RemoteAuditor:
     def __init__(self, client: AuditClient, batch_size: int = 8):
         self.client, self.batch_size = client, batch_size
         self.info = client.info()  # fails early, with a clear message, when the server is not there
-        self.threshold = self.info.get("decision", {}).get("threshold")
+        self.threshold = (self.info.get("decision") or {}).get("threshold")
 
     def predict(self, images) -> list[AuditResult]:
         return self.client.audit_arrays(images)

@@ -98,11 +98,17 @@ def test_topk_maps_share_one_scale_and_contrast(classifier_artifact):
     np.testing.assert_allclose(contrast.y_not_x, np.maximum(contrast.joint[1] - contrast.joint[0], 0))
 
 
-def test_a_classifier_artifact_refuses_risk_calls(classifier_artifact):
+def test_a_classifier_artifact_loads_as_a_classifier_and_refuses_a_threshold(classifier_artifact):
+    from auditor_rt.runtime.auditor import ClassifierAuditor, RiskAuditor
+    from auditor_rt.runtime.classify import ClassResult
     from auditor_rt.runtime.errors import ConfigError
 
-    with Auditor.load(classifier_artifact) as auditor, pytest.raises(ConfigError, match="classifier"):
-        auditor(images(1))
+    with Auditor.load(classifier_artifact) as auditor:
+        assert isinstance(auditor, ClassifierAuditor) and all(isinstance(r, ClassResult) for r in auditor(images(1)))
+        with pytest.raises(ConfigError, match="classifier"):
+            auditor.set_threshold(0.5)
+    with pytest.raises(ConfigError, match="Auditor.load"):
+        RiskAuditor.load(classifier_artifact)
 
 
 def test_out_of_range_target_is_refused(classifier_artifact):

@@ -26,7 +26,10 @@ def write_images(folder: Path, count: int) -> list[Item]:
     items = []
     for i in range(count):
         path = folder / f"img_{i}.png"
-        cv2.imwrite(str(path), rng.integers(0, 256, (70 + 10 * i, 60, 3), dtype=np.uint8))
+        image = rng.integers(0, 256, (70 + 10 * i, 60, 3), dtype=np.uint8)
+        image[..., 2] = 255  # reddish all over (BGR), pure red in one corner: the tiny head sees risk
+        image[:20, :20] = (0, 0, 255)
+        cv2.imwrite(str(path), image)
         items.append(Item(str(path)))
     return items
 

@@ -252,14 +252,12 @@ def test_max_wait_refuses_what_would_wait_too_long(artifact_dir, python_exe):
 
 
 @pytest.mark.filterwarnings("ignore:classifier 'test_resnet' has RANDOM weights")
-def test_a_classifier_artifact_is_refused_with_one_line(tmp_path):
+def test_a_classifier_artifact_is_refused_with_one_line(classifier_artifact_dir):
     from click.testing import CliRunner
 
     from auditor_rt.cli.main import cli
-    from auditor_rt.export.classifier_export import export_classifier_artifact
 
-    folder = export_classifier_artifact("test_resnet", tmp_path / "clf", weights="random", num_classes=3,
-                                        input_size=64, check=False).folder
+    folder = classifier_artifact_dir
     result = CliRunner().invoke(cli, ["serve", str(folder), "--port", str(free_port())])
     assert result.exit_code == 2 and "serve runs risk-head artifacts" in result.output
     assert "Traceback" not in result.output
