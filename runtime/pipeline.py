@@ -41,7 +41,8 @@ class RunSummary:
     error_messages: list[str] = field(default_factory=list)  # the first ERRORS_KEPT
     results: dict[int, object] | None = None  # image results by input index, when the caller keeps them (scoring)
     ig_checked: int = 0
-    ig_missed: list[float] = field(default_factory=list)  # the gaps of IG maps that missed completeness
+    ig_missed: int = 0  # IG maps that missed completeness
+    ig_worst_gap: float = 0.0
     ig_steps: int | None = None
 
     @property
@@ -66,17 +67,17 @@ class RunSummary:
         if explanation is not None and "ig_converged" in explanation.completeness:
             self.ig_checked += 1
             if not explanation.completeness["ig_converged"]:
-                self.ig_missed.append(explanation.completeness["ig_gap"])
+                self.ig_missed += 1
+                self.ig_worst_gap = max(self.ig_worst_gap, explanation.completeness["ig_gap"])
 
     @property
     def ig(self) -> dict | None:
         """How many IG maps missed completeness, the worst gap, and the steps that would be needed."""
         if not self.ig_checked:
             return None
-        worst = max(self.ig_missed, default=0.0)
-        return {"steps": self.ig_steps, "checked": self.ig_checked, "unconverged": len(self.ig_missed),
-                "worst_gap": worst,
-                "suggested_steps": steps_for_gap(self.ig_steps, worst) if self.ig_missed else None}
+        return {"steps": self.ig_steps, "checked": self.ig_checked, "unconverged": self.ig_missed,
+                "worst_gap": self.ig_worst_gap,
+                "suggested_steps": steps_for_gap(self.ig_steps, self.ig_worst_gap) if self.ig_missed else None}
 
     def to_dict(self) -> dict:
         data = {"run_folder": str(self.folder), "ok": self.ok, "errors": self.errors, "events": self.events,
@@ -132,7 +133,8 @@ def run_pipeline(model, source: Source, folder: Path, save: SaveRule | None = No
         writer.join()
     summary.seconds = time.perf_counter() - start
     summary.stopped_by = summary.stopped_by or source.stopped_by
-    summary.dropped, summary.decoded = source.stats().get("dropped", 0), source.stats().get("decoded", {})
+    stats = source.stats()
+    summary.dropped, summary.decoded = stats.get("dropped", 0), stats.get("decoded", {})
     if writer.failure is not None:
         raise writer.failure
     writer.write_sheet()
