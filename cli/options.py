@@ -49,6 +49,32 @@ def runner_options(function):
         "backend": backend, "providers": parse_providers(providers), "threads": threads}, *_BACKEND_OPTIONS)(function)
 
 
+def method_options(function):
+    """One option per attribution-method parameter that declares one (``runtime/methods.py``), reaching the command
+    as ``method_params``: {method: {param: value}} for every method."""
+    from auditor_rt.runtime.methods import METHODS
+
+    declared = {param.option: param for method in METHODS.values() for param in method.params if param.option}
+
+    def build(**values):
+        return {name: {p.name: values[p.option.lstrip("-").replace("-", "_")] for p in method.params if p.option}
+                for name, method in METHODS.items()}
+
+    return option_group("method_params", build, *(_method_option(param) for param in declared.values()))(function)
+
+
+def _method_option(param):
+    if param.choices:
+        kind = click.Choice(param.choices)
+    elif isinstance(param.default, bool) or param.default is None:
+        kind = None
+    else:
+        number = click.IntRange if isinstance(param.default, int) else click.FloatRange
+        kind = number(min=param.minimum) if param.minimum is not None else type(param.default)
+    return click.option(param.option, type=kind, default=param.default, show_default=param.default is not None,
+                        help=param.help)
+
+
 _BACKEND_OPTIONS = (
     click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]), default="auto",
                  show_default=True, help="Runtime backend."),

@@ -1,5 +1,7 @@
 import click
 
+from auditor_rt.cli.options import method_options
+
 
 @click.command("export")
 @click.argument("checkpoint", type=click.Path(exists=True), required=False)
@@ -12,14 +14,6 @@ import click
               help="Comma-separated attribution graphs to add: saliency, gradxinput, ig, smoothgrad, gradcam, "
                    "gradcam++, and rollout (ViT attention rollout, no gradient). Gradients are computed inside the "
                    "graph, for every input.")
-@click.option("--ig-steps", type=click.IntRange(min=1), default=32, show_default=True,
-              help="Integrated gradients: quadrature points, run as one batch.")
-@click.option("--ig-baseline", type=click.Choice(["black", "blur", "input"]), default="black", show_default=True,
-              help="Integrated gradients: path start; 'input' adds a 'baseline' image input.")
-@click.option("--smoothgrad-noise", type=click.FloatRange(min=0), default=0.15, show_default=True,
-              help="SmoothGrad: noise level as a fraction of each image's value range (the noise is an input).")
-@click.option("--rollout-heads", type=click.Choice(["mean", "max"]), default="mean", show_default=True,
-              help="Attention rollout: how each layer's heads are fused.")
 @click.option("--classifier", default=None, metavar="TIMM_NAME",
               help="Instead of a CHECKPOINT: audit a plain timm classifier with its own head. The class to explain "
                    "is an input (default: the predicted class).")
@@ -29,11 +23,9 @@ import click
               help="With --classifier: the head size of a fine-tuned model (default: the model's own).")
 @click.option("--input-size", type=click.IntRange(min=32), default=None,
               help="With --classifier: the square input size (default: the model's pretrained size).")
-@click.option("--cam-stage", default=None, help="Grad-CAM stage: a timm feature_info index or any module "
-                                                "name (default: the last stage; for a class-token ViT classifier, "
-                                                "the last block's norm1).")
-def command(checkpoint, out, name, opset, check, attributions, ig_steps, ig_baseline, smoothgrad_noise, rollout_heads,
-            classifier, weights, num_classes, input_size, cam_stage):
+@method_options
+def command(checkpoint, out, name, opset, check, attributions, classifier, weights, num_classes, input_size,
+            method_params):
     """Export a trained CHECKPOINT folder (or, with --classifier, a plain timm classifier) to an artifact: the
     audit (or classify) graph, attribution graphs, weights.bin and manifest.json."""
     from auditor_rt.export.versions import require_export_versions
@@ -45,9 +37,7 @@ def command(checkpoint, out, name, opset, check, attributions, ig_steps, ig_base
     from auditor_rt.export.graphs.risk_head_export import export_artifact
 
     methods = [m.strip() for m in attributions.split(",") if m.strip()]
-    params = {"ig": {"steps": ig_steps, "baseline": ig_baseline}, "smoothgrad": {"noise_level": smoothgrad_noise},
-              "gradcam": {"stage": cam_stage}, "gradcam++": {"stage": cam_stage},
-              "rollout": {"head_fusion": rollout_heads}}
+    params = {method: values for method, values in method_params.items() if values}
     if (checkpoint is None) == (classifier is None):
         raise click.UsageError("give a trained CHECKPOINT folder, or --classifier TIMM_NAME, but not both")
     with output_folder(out):  # a failed export leaves no half-made artifact folder

@@ -25,9 +25,9 @@ from auditor_rt.runtime.artifact import Artifact, sha256_file
 from auditor_rt.runtime.errors import ArtifactError
 from auditor_rt.runtime.manifest import Preprocess
 from auditor_rt.runtime.manifest_sections import Training
+from auditor_rt.runtime.methods import METHODS
 
 # Informational parameters that the manifest records beside the constructor's own.
-_NOT_CONSTRUCTOR_PARAMS = {"ig": {"rule"}, "smoothgrad": {"noise"}}
 # Training decodes every image to RGB (export/training/data/loader.py); a checkpoint config may say otherwise in "color".
 TRAINED_COLOR = "RGB"
 
@@ -71,8 +71,13 @@ def build_reference(artifact: Artifact, checkpoint: str | Path | None = None,
 
 
 def constructor_params(method: str, params: dict) -> dict:
-    """An attribution graph's recorded parameters, as its constructor takes them."""
-    return {key: value for key, value in params.items() if key not in _NOT_CONSTRUCTOR_PARAMS.get(method, set())}
+    """An attribution graph's recorded parameters, as its constructor takes them: those its method declares
+    (``runtime/methods.py``); a manifest also records facts that are not parameters, such as IG's quadrature rule."""
+    declared = METHODS.get(method)
+    if declared is None:
+        return dict(params)
+    names = {param.name for param in declared.params}
+    return {key: value for key, value in params.items() if key in names}
 
 
 def fp64_twin(module: torch.nn.Module, input_size: tuple[int, int]) -> torch.nn.Module:

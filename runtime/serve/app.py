@@ -32,7 +32,7 @@ from auditor_rt.runtime.serve.http import (IMAGE_TYPES, SNIFFED_TYPES, HttpError
                                            is_image_type, media_type, multipart_images, query, read_body, respond,
                                            respond_json, sniffed_image)
 from auditor_rt.runtime.serve.limits import RequestLimits, check_scope
-from auditor_rt.runtime.serve.metrics import Metrics
+from auditor_rt.runtime.serve.metrics import CONTENT_TYPE as METRICS_TYPE, Metrics
 
 HEATMAP_FORMATS = ("png", "npy", "none", "ref")
 ROUTES = ("/v1/audit", "/v1/info", "/healthz", "/readyz", "/metrics")  # metric labels: these, heatmaps, "other"
@@ -139,7 +139,7 @@ class AuditApp:
                 await respond_json(send, status, {"status": state})
             elif path == "/metrics":
                 status = 200
-                await respond(send, 200, self.metrics.render().encode(), "text/plain; version=0.0.4")
+                await respond(send, 200, self.metrics.render(), METRICS_TYPE)
             else:
                 raise HttpError(404, f"no route {path}; see GET /v1/info", "not_found")
         except HttpError as exc:
