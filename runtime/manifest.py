@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from auditor_rt.runtime.errors import ArtifactError
-from auditor_rt.runtime.manifest_sections import Decision, Heatmap, ModelInfo, Training
+from auditor_rt.runtime.manifest_sections import Decision, Heatmap, ModelInfo, Section, Training, _tuple_of
 
 SCHEMA_VERSION = 1
 DTYPES = ("uint8", "float32", "float16", "int64", "int32", "bool")
@@ -101,7 +101,7 @@ class GraphEntry:
 
 
 @dataclass(frozen=True)
-class Preprocess:
+class Preprocess(Section):
     """What a client must do before the graph: decode to RGB and resize. Normalisation is inside the graph."""
 
     input_size: tuple[int, int]
@@ -112,28 +112,7 @@ class Preprocess:
     dtype: str = "uint8"
     resize: str = "stretch"
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "Preprocess":
-        return cls(
-            input_size=tuple(int(v) for v in data["input_size"]),
-            mean=tuple(float(v) for v in data["mean"]),
-            std=tuple(float(v) for v in data["std"]),
-            color=data.get("color", "RGB"),
-            layout=data.get("layout", "NHWC"),
-            dtype=data.get("dtype", "uint8"),
-            resize=data.get("resize", "stretch"),
-        )
-
-    def to_dict(self) -> dict:
-        return {
-            "input_size": list(self.input_size),
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "color": self.color,
-            "layout": self.layout,
-            "dtype": self.dtype,
-            "resize": self.resize,
-        }
+    CONVERT = {"input_size": _tuple_of(int), "mean": _tuple_of(float), "std": _tuple_of(float)}
 
 
 _SECTIONS = {"schema_version", "name", "created", "model", "head", "preprocess", "decision", "training", "versions",

@@ -9,28 +9,55 @@ runtime. ``to_dict`` writes only what is set.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Callable, ClassVar
 
 from auditor_rt.runtime.errors import ArtifactError
 
 CLASSIFIER = "classifier"  # ModelInfo.kind of a plain classifier; a risk-head model records no kind
 
 
-def _known_and_extra(cls, data: dict) -> tuple[dict, dict]:
-    if not isinstance(data, dict):
-        raise TypeError(f"{cls.__name__.lower()} section is {type(data).__name__}, not an object")
-    names = {f.name for f in fields(cls)} - {"extra"}
-    return {k: v for k, v in data.items() if k in names}, {k: v for k, v in data.items() if k not in names}
+def _tuple_of(kind):
+    return lambda values: tuple(kind(v) for v in values)
 
 
-def _set(values: dict) -> dict:
-    return {key: value for key, value in values.items() if value is not None}
+class Section:
+    """A typed section: ``from_dict`` converts the known keys (``CONVERT``) and keeps the others in ``extra``;
+    ``to_dict`` writes the fields in their declared order, those in ``ALWAYS`` even when None, then ``extra``."""
+
+    CONVERT: ClassVar[dict[str, Callable]] = {}
+    ALWAYS: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        """A None value counts as missing: the field's default."""
+        if not isinstance(data, dict):
+            raise TypeError(f"{cls.__name__.lower()} section is {type(data).__name__}, not an object")
+        names = {f.name for f in fields(cls)}
+        known = {k: cls.CONVERT.get(k, _same)(v) for k, v in data.items() if k in names - {"extra"} and v is not None}
+        if "extra" in names:
+            known["extra"] = {k: v for k, v in data.items() if k not in names}
+        return cls(**known)
+
+    def to_dict(self) -> dict:
+        written = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name != "extra" and (value is not None or f.name in self.ALWAYS):
+                written[f.name] = value.to_dict() if isinstance(value, Section) else (
+                    list(value) if isinstance(value, tuple) else value)
+        return {**written, **getattr(self, "extra", {})}
+
+
+def _same(value):
+    return value
 
 
 @dataclass(frozen=True)
-class WeightsRecord:
+class WeightsRecord(Section):
     """Where the backbone's (or classifier's) weights came from: a file path, the HF cache, or ``random``. A risk
     head's checkpoint may hold the backbone itself (``file``, relative to the checkpoint folder)."""
+
+    ALWAYS = ("source", "sha256", "random")
 
     source: str | None = None
     sha256: str | None = None
@@ -38,20 +65,14 @@ class WeightsRecord:
     file: str | None = None
     extra: dict = field(default_factory=dict)
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "WeightsRecord":
-        known, extra = _known_and_extra(cls, data)
-        return cls(**known, extra=extra)
-
-    def to_dict(self) -> dict:
-        return {"source": self.source, "sha256": self.sha256, "random": self.random, **_set({"file": self.file}),
-                **self.extra}
-
 
 @dataclass(frozen=True)
-class ModelInfo:
+class ModelInfo(Section):
     """The network: its timm ``backbone`` name and weights; a classifier's ``kind`` and ``num_classes``; a risk
     head's feature channels and grid."""
+
+    CONVERT = {"weights": lambda data: WeightsRecord.from_dict(data or {}), "num_classes": int,
+               "feature_grid": _tuple_of(int)}
 
     backbone: str | None = None
     weights: WeightsRecord = field(default_factory=WeightsRecord)
@@ -65,27 +86,9 @@ class ModelInfo:
     def is_classifier(self) -> bool:
         return self.kind == CLASSIFIER
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "ModelInfo":
-        known, extra = _known_and_extra(cls, data)
-        if "weights" in known:
-            known["weights"] = WeightsRecord.from_dict(known["weights"] or {})
-        if known.get("num_classes") is not None:
-            known["num_classes"] = int(known["num_classes"])
-        if known.get("feature_grid") is not None:
-            known["feature_grid"] = tuple(int(v) for v in known["feature_grid"])
-        return cls(**known, extra=extra)
-
-    def to_dict(self) -> dict:
-        return {**_set({"kind": self.kind, "backbone": self.backbone, "num_classes": self.num_classes}),
-                "weights": self.weights.to_dict(),
-                **_set({"feature_channels": self.feature_channels,
-                        "feature_grid": None if self.feature_grid is None else list(self.feature_grid)}),
-                **self.extra}
-
 
 @dataclass(frozen=True)
-class Decision:
+class Decision(Section):
     """How a result is decided, beyond the threshold (``Manifest.threshold``): a classifier's ``rule``, or where
     and by what ``criterion`` a risk head's threshold was chosen."""
 
@@ -96,17 +99,18 @@ class Decision:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Decision":
-        known, extra = _known_and_extra(cls, {k: v for k, v in data.items() if k != "threshold"})
-        return cls(**known, extra=extra)
+        return super().from_dict({k: v for k, v in data.items() if k != "threshold"})
 
-    def to_dict(self, threshold: float | None) -> dict:
-        return {"threshold": threshold,
-                **_set({"chosen_on": self.chosen_on, "criterion": self.criterion, "rule": self.rule}), **self.extra}
+    def to_dict(self, threshold: float | None = None) -> dict:
+        return {"threshold": threshold, **super().to_dict()}
 
 
 @dataclass(frozen=True)
-class Training:
+class Training(Section):
     """A risk head's training: validation ``metrics``, the checkpoint folder and its head's digest, the data."""
+
+    CONVERT = {"metrics": dict}
+    ALWAYS = ("data",)
 
     metrics: dict = field(default_factory=dict)
     checkpoint: str | None = None
@@ -114,16 +118,6 @@ class Training:
     data: Any = None
     counts: dict | None = None
     extra: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Training":
-        known, extra = _known_and_extra(cls, data)
-        known["metrics"] = dict(known.get("metrics") or {})
-        return cls(**known, extra=extra)
-
-    def to_dict(self) -> dict:
-        return {"metrics": self.metrics, **_set({"checkpoint": self.checkpoint, "head_sha256": self.head_sha256}),
-                "data": self.data, **_set({"counts": self.counts}), **self.extra}
 
 
 @dataclass(frozen=True)
