@@ -80,7 +80,10 @@ def command(artifact, backend, images, random_count, max_images, atol, rtol, err
     if as_json:
         click.echo(json.dumps(report.to_dict()))
     else:
-        _print_table(report)
+        from auditor_rt.export.verification.verify_table import table_lines
+
+        for text, style in table_lines(report):
+            click.secho(text, **style)
         if report_dir:
             click.echo(f"report: {html_path}  ({json_path.name} beside it)")
     if not report.passed:
@@ -95,46 +98,3 @@ class _Failed(click.ClickException):
     def __init__(self, failed):
         shown = ", ".join(failed[:6]) + (f" and {len(failed) - 6} more" if len(failed) > 6 else "")
         super().__init__(f"verify FAILED: {shown}")
-
-
-def _print_table(report) -> None:
-    def number(value):
-        return "-" if value is None else f"{value:.1e}"
-
-    click.echo(f"verify {report.artifact}: reference {report.reference}; {len(report.inputs)} inputs "
-               f"({', '.join(report.inputs)})")
-    bad_checks = [f for f in report.integrity if not f.ok]
-    click.echo(f"integrity: {len(report.integrity) - len(bad_checks)} of {len(report.integrity)} checks ok")
-    for finding in report.integrity:
-        if not finding.ok or finding.detail.startswith("not checked") or finding.detail.startswith("skipped"):
-            click.secho(f"  {'FAIL' if not finding.ok else 'note'} {finding.check}: {finding.detail}",
-                        fg="red" if not finding.ok else "yellow")
-    for backend, why in report.unavailable.items():
-        click.secho(f"{backend}: {why}", fg="yellow")
-    header = (f"{'':4s} {'backend':11s} {'output':24s} {'err/scale':>9s} {'allowed':>8s} {'floor':>8s} "
-              f"{'max abs':>8s} {'max rel':>8s} {'q-err':>8s} {'cosine':>9s} {'spearman':>8s} {'iou':>5s} "
-              f"{'dep':>6s}")
-    click.echo(header)
-    for c in report.comparisons:
-        cosine = "-" if c.cosine is None else f"{c.cosine:.6f}"
-        spearman = "-" if c.spearman is None else f"{c.spearman:.4f}"
-        iou = "-" if c.iou is None else f"{c.iou:.2f}"
-        dependence = "-" if c.dependence is None else f"{c.dependence:.4f}"
-        line = (f"{'PASS' if c else 'FAIL':4s} {c.backend:11s} {c.graph + '/' + c.output:24s} "
-                f"{number(c.scaled_error):>9s} {number(c.allowed):>8s} {number(c.floor):>8s} {number(c.max_abs):>8s} "
-                f"{number(c.max_rel):>8s} {number(c.quantile_abs):>8s} {cosine:>9s} {spearman:>8s} {iou:>5s} "
-                f"{dependence:>6s}")
-        click.secho(line, fg=None if c else "red")
-        if not c:
-            rtol = f"rtol {c.min_rtol:.2e}" if c.min_rtol < 1e3 else "no rtol (the reference is ~0 where it is not)"
-            click.secho(f"     {'; '.join(c.reasons)}; would pass with atol {c.min_atol:.2e} or {rtol}", fg="red")
-        for note in c.notes:
-            click.secho(f"     note: {note}", fg="yellow")
-        if c.ill_conditioned:
-            shown = "; ".join(f"{label} ({why})" for label, why in c.ill_conditioned.items())
-            click.secho(f"     ill-conditioned, judged on their own floors: {shown}", fg="yellow")
-    click.echo("err/scale, allowed, floor: the input farthest past its own allowance; max rel: over cells whose "
-               "|reference| >= 1e-3 of the map's scale")
-    verdict = "PASS" if report.passed else "FAIL"
-    click.secho(f"{verdict}: {sum(map(bool, report.comparisons))} of {len(report.comparisons)} outputs passed in "
-                f"{report.seconds:.1f} s", fg="green" if report.passed else "red", bold=True)
