@@ -38,7 +38,7 @@ from auditor_rt.runtime import Auditor  # noqa: E402
 from auditor_rt.runtime.decoder_pool import Decoded, DecoderPool  # noqa: E402
 from auditor_rt.runtime.errors import ImageDecodeError  # noqa: E402
 from auditor_rt.runtime.imageio import decode_image  # noqa: E402
-from auditor_rt.runtime.image_file_source import ImageFileSource, default_decode_workers  # noqa: E402
+from auditor_rt.runtime.image_file_source import ImageFileSource  # noqa: E402
 from auditor_rt.runtime.pipeline import run_pipeline  # noqa: E402
 from auditor_rt.runtime.sources import Item  # noqa: E402
 from auditor_rt.runtime.visualize import draw_caption, write_rgb  # noqa: E402
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
         print(f"images: {len(paths)} JPEGs of {width}x{height}; batch {args.batch}; overlays on; artifact "
               f"{args.artifact}")
         with Auditor.load(args.artifact, batch_size=args.batch, threads=args.threads) as auditor, \
-                DecoderPool(default_decode_workers()) as decoder:
+                DecoderPool() as decoder:
             decoder.warm_up()
             auditor.predict(decoded[:args.batch])  # warm-up
             for round_ in range(args.repeats):

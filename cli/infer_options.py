@@ -7,20 +7,17 @@ import click
 from auditor_rt.cli.options import option_group
 
 
-def _stream_settings(vid_stride, stream_buffer, read_timeout, reconnect_attempts, reconnect_delay, max_frames,
-                     duration) -> dict:
+def _stream_settings(max_frames, duration, **options) -> dict:
     from auditor_rt.runtime.streams import StreamOptions
 
-    options = StreamOptions(vid_stride=vid_stride, buffer=stream_buffer, read_timeout=read_timeout,
-                            reconnect_attempts=reconnect_attempts, reconnect_delay=reconnect_delay)
-    return {"options": options, "max_frames": max_frames, "duration": duration}
+    return {"options": StreamOptions(**options), "max_frames": max_frames, "duration": duration}
 
 
 video_options = option_group(
     "video", _stream_settings,
     click.option("--vid-stride", type=click.IntRange(min=1), default=1, show_default=True,
                  help="Video sources: score every Nth frame."),
-    click.option("--stream-buffer", type=click.Choice(["all", "latest"]), default="all", show_default=True,
+    click.option("--stream-buffer", "buffer", type=click.Choice(["all", "latest"]), default="all", show_default=True,
                  help="Video sources: 'all' scores every frame; 'latest' keeps only the newest (low latency on live "
                       "streams; drops are counted)."),
     click.option("--read-timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
@@ -35,21 +32,20 @@ video_options = option_group(
 )
 
 
-def _save_rule(save_overlays, only_positive, every_n_seconds, save_maps, save_video, show):
+def _save_rule(save_video, **rule):
     from auditor_rt.runtime.record_writer import SaveRule
 
-    return SaveRule(overlays=save_overlays, only_positive=only_positive, every_n_seconds=every_n_seconds,
-                    raw_maps=save_maps, video=save_video, show=show)
+    return SaveRule(video=save_video, **rule)  # "video" is the name of the video options' group
 
 
 save_options = option_group(
     "save", _save_rule,
-    click.option("--save-overlays/--no-save-overlays", default=True, show_default=True),
+    click.option("--save-overlays/--no-save-overlays", "overlays", default=True, show_default=True),
     click.option("--only-positive", is_flag=True, help="Save overlays of risk images and frames only (every input "
                  "still gets its record)."),
     click.option("--every-n-seconds", type=click.FloatRange(min=0), default=0.0,
                  help="Video sources: save at most one overlay per source every S seconds of video."),
-    click.option("--save-maps", is_flag=True,
+    click.option("--save-maps", "raw_maps", is_flag=True,
                  help="Also write the raw maps as float32 .npy files under maps/ (risk_map, heatmap and the "
                       "--explain map), named in each record."),
     click.option("--save-video", is_flag=True,
@@ -60,8 +56,8 @@ save_options = option_group(
 )
 
 view_options = option_group(
-    "view", lambda map_smooth, heatmap_scale: {"smooth": map_smooth, "heatmap_scale": heatmap_scale},
-    click.option("--map-smooth", type=click.FloatRange(min=0), default=4.0, show_default=True, metavar="SIGMA",
+    "view", lambda **view: view,
+    click.option("--map-smooth", "smooth", type=click.FloatRange(min=0), default=4.0, show_default=True, metavar="SIGMA",
                  help="Display smoothing of --explain maps: a Gaussian sigma in model-input pixels (0: raw pixels). "
                       "Only the pictures; records and --save-maps keep the raw maps."),
     click.option("--heatmap-scale", type=click.Choice(["absolute", "image"]), default="absolute", show_default=True,

@@ -17,13 +17,9 @@ def check_sources_exist(sources) -> None:
     import glob
     import os
 
-    from auditor_rt.runtime.streams import STREAM_SCHEMES
+    from auditor_rt.runtime.streams import is_live_source
 
-    def may_exist(source: str) -> bool:
-        return (source.isdigit() or source.lower().startswith(STREAM_SCHEMES) or glob.has_magic(source)
-                or os.path.exists(os.path.expanduser(source)))
-
-    if not any(may_exist(source) for source in sources):
+    if not any(is_live_source(s) or glob.has_magic(s) or os.path.exists(os.path.expanduser(s)) for s in sources):
         shown = ", ".join(sources[:3]) + (f" and {len(sources) - 3} more" if len(sources) > 3 else "")
         raise click.UsageError(f"no such file or folder: {shown}")
 

@@ -5,13 +5,6 @@ from __future__ import annotations
 import click
 
 
-def backend_options(function):
-    """--backend, --providers, --threads as three parameters."""
-    for option in reversed(_BACKEND_OPTIONS):
-        function = option(function)
-    return function
-
-
 def parse_providers(value: str):
     if value == "auto":
         return "auto"

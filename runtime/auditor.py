@@ -185,8 +185,6 @@ class ClassifierAuditor(Auditor):
             results.extend(top_classes(self.runner.infer({"image": batch})["probs"], k))
         return results
 
-    classify_arrays = predict
-
     def classify(self, images, k: int = 5) -> list[ClassResult]:
         """The top ``k`` classes of each image (paths, buffers or arrays)."""
         return self.predict(decode_all(images), k)

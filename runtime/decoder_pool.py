@@ -33,6 +33,7 @@ from auditor_rt.runtime.errors import (DecodeTooCostlyError, DecoderCrashError, 
                                        ImageDecodeError, ImageTooLargeError)
 from auditor_rt.runtime.imageio_limits import DEFAULT_MAX_PIXELS, decode_memory_budget
 
+DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 DEFAULT_DEADLINE_S = 20.0   # a 100-megapixel PNG or progressive JPEG decodes in 1-4 s on one core
 START_DEADLINE_S = 60.0     # python + numpy + cv2 import, on a loaded machine
 START_ATTEMPTS = 3          # processes that die while starting, in a row, before a decode gives up
@@ -53,12 +54,13 @@ class Decoded:
 
 
 class DecoderPool:
-    """``workers`` decoder processes (see the module docstring). ``max_pixels`` bounds each image, the memory
+    """``workers`` decoder processes (default: one per core, up to 4; see the module docstring). ``max_pixels`` bounds each image, the memory
     budget follows from it (``decode_memory_budget``), and ``deadline_s`` bounds each decode's wall time."""
 
-    def __init__(self, workers: int = 2, max_pixels: int = DEFAULT_MAX_PIXELS, deadline_s: float = DEFAULT_DEADLINE_S,
+    def __init__(self, workers: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, deadline_s: float = DEFAULT_DEADLINE_S,
                  full_images: bool = True, resize: tuple[int, int] | None = None, memory: int | None = None,
                  tuned_malloc: bool = True):
+        workers = DEFAULT_WORKERS if workers is None else workers
         if workers < 1:
             raise ValueError("a DecoderPool needs at least one worker")
         self.workers, self.max_pixels, self.deadline_s = workers, int(max_pixels), float(deadline_s)

@@ -14,9 +14,6 @@ from typing import Iterator, Protocol
 
 import numpy as np
 
-EVENTS = ("disconnect", "reconnect", "end", "stopped")
-
-
 @dataclass(frozen=True)
 class Frame:
     """An image file (``video`` False; ``index``: its position among the run's inputs) or a video frame (``video``
@@ -41,7 +38,7 @@ class Frame:
         """The fields that say which input a record is about."""
         if not self.video:
             return {"index": self.index, "source": self.source}
-        if self.event in ("frame",):
+        if self.event == "frame":
             return {"source": self.source, "frame": self.index, "timestamp": round(self.timestamp, 3)}
         return {"source": self.source}
 

@@ -6,24 +6,17 @@ from __future__ import annotations
 
 import collections
 import itertools
-import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Iterator, Sequence
 
-from auditor_rt.runtime.decoder_pool import DEFAULT_DEADLINE_S, DecoderPool
+from auditor_rt.runtime.decoder_pool import DEFAULT_DEADLINE_S, DEFAULT_WORKERS, DecoderPool
 from auditor_rt.runtime.errors import ImageDecodeError
 from auditor_rt.runtime.frames import Frame
 from auditor_rt.runtime.sources import Item
 
-MAX_DECODE_WORKERS = 4
 MAX_DECODE_CHUNK = 8  # items per round trip to a decoder process (it costs ~60 us: a third of a 224 px decode)
-
-
-def default_decode_workers(requested: int | None = None) -> int:
-    """Decode threads, and decoder processes: one per core, up to ``MAX_DECODE_WORKERS``."""
-    return requested or min(MAX_DECODE_WORKERS, os.cpu_count() or 1)
 
 
 class ImageFileSource:
@@ -37,7 +30,7 @@ class ImageFileSource:
                  workers: int | None = None, deadline_s: float = DEFAULT_DEADLINE_S):
         self.items, self.start_index, self.total = items, start_index, len(items)
         self.decoder, self.deadline_s = decoder, deadline_s
-        self.workers = decoder.workers if decoder is not None else default_decode_workers(workers)
+        self.workers = decoder.workers if decoder is not None else workers or DEFAULT_WORKERS
 
     def stats(self) -> dict:
         return {}

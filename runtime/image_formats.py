@@ -46,7 +46,7 @@ def check_accepted(data, accepted: tuple[str, ...], what: str = "the image") -> 
     name = format_of(data)
     if name is None:
         shown = bytes(data[:8]).hex(" ") if len(data) else "nothing"
-        raise FormatNotAcceptedError(f"{what} is not in a known image format (its first bytes are {shown}); "
+        raise FormatNotAcceptedError(f"{what} is not an image in a known format (its first bytes are {shown}); "
                                      f"send {_listed(accepted)}")
     if name not in accepted:
         raise FormatNotAcceptedError(f"{what} is {FORMATS[name]}, which this server does not accept; it takes "

@@ -27,10 +27,14 @@ BUFFER_POLICIES = ("all", "latest")
 MAX_BACKOFF_S = 30.0
 
 
+def is_live_source(argument: str) -> bool:
+    """A webcam index or a stream URL."""
+    return argument.isdigit() or argument.lower().startswith(STREAM_SCHEMES)
+
+
 def is_video_source(argument: str) -> bool:
     """A video file, a webcam index or a stream URL (not an image file, folder or glob)."""
-    return (argument.isdigit() or argument.lower().startswith(STREAM_SCHEMES)
-            or Path(argument).suffix.lower() in VIDEO_SUFFIXES)
+    return is_live_source(argument) or Path(argument).suffix.lower() in VIDEO_SUFFIXES
 
 
 @dataclass
@@ -106,10 +110,6 @@ class FrameBuffer:
             self._cond.notify_all()
 
     @property
-    def depth(self) -> int:
-        return self.frames
-
-    @property
     def drained(self) -> bool:
         with self._cond:
             return self.closed and not self.items
@@ -134,7 +134,7 @@ class VideoReader(threading.Thread):
         they are read past without decoding and without records."""
         super().__init__(name=f"reader {source_id}", daemon=True)
         self.source_id, self.options, self.stop_event = source_id, options, stop
-        self.live = source_id.isdigit() or source_id.lower().startswith(STREAM_SCHEMES)
+        self.live = is_live_source(source_id)
         self.target: str | int = int(source_id) if source_id.isdigit() else source_id
         self.skip_through = -1 if self.live else skip_through
         self.buffer = FrameBuffer(options.buffer, options.queue_size)

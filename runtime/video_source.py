@@ -39,9 +39,6 @@ class VideoSource:
         return {"dropped": sum(r.buffer.dropped for r in self.readers),
                 "decoded": {r.source_id: r.decoded for r in self.readers}}
 
-    def depth(self) -> int:
-        return sum(r.buffer.depth for r in self.readers)
-
     def batches(self, size: int, stop: threading.Event) -> Iterator[list[Frame]]:
         self.readers = [VideoReader(source, self.options, stop, self.skip_through.get(source, -1))
                         for source in self.sources]

@@ -36,19 +36,10 @@ def colorize(values: np.ndarray, signed: bool = False, scale: float | None = Non
     return cv2.cvtColor(cv2.applyColorMap(index, cv2.COLORMAP_TURBO), cv2.COLOR_BGR2RGB)
 
 
-def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45, signed: bool = False) -> np.ndarray:
-    """Alpha-blend a colourised map over an RGB image; the map is resized to the image first.
-
-    Signed maps (pixel attributions) are sparse: scaled by their max, almost everything would be near zero and the
-    image would drown in white. They are scaled by the 99.5th percentile of |v| instead, and blended in proportion to
-    their magnitude, so the photograph shows where there is no evidence either way."""
-    heat = resize_map(heat, image.shape[:2])
-    if not signed:
-        return cv2.addWeighted(image, 1.0 - alpha, colorize(heat), alpha, 0.0)
-    scale = float(np.percentile(np.abs(heat), 99.5)) or float(np.abs(heat).max()) or 1.0
-    weight = (alpha * np.clip(np.abs(heat) / scale, 0.0, 1.0))[..., None]
-    blended = image * (1.0 - weight) + colorize(heat, signed=True, scale=scale) * weight
-    return np.clip(blended, 0, 255).astype(np.uint8)
+def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """Alpha-blend a colourised [0, 1] map over an RGB image; the map is resized to the image first. (Signed
+    attribution maps are drawn by ``mapview.attribution_view``.)"""
+    return cv2.addWeighted(image, 1.0 - alpha, colorize(resize_map(heat, image.shape[:2])), alpha, 0.0)
 
 
 def draw_regions(image: np.ndarray, regions: Sequence[Region], color=(255, 255, 255)) -> np.ndarray:

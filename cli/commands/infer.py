@@ -65,8 +65,6 @@ def command(artifact, sources, out, batch, recursive, region_threshold, as_json,
 
         Artifact.load(artifact)  # a wrong ARTIFACT is named first, before the sources (reads the manifest only)
     check_sources_exist(sources)
-    if server and threshold is not None:
-        raise CliError("--threshold sets a local model's decision; with --server the server's threshold decides")
     named = named_folder(out, name, resume_folder)
     sources = expand_list_files(sources)
     if not sources:
@@ -87,10 +85,6 @@ def command(artifact, sources, out, batch, recursive, region_threshold, as_json,
             _open_model(artifact, server, token, batch, region_threshold, runner) as model:
         if threshold is not None:
             model.set_threshold(threshold)
-        if explain:
-            from auditor_rt.runtime.explain import check_method
-
-            check_method(model.artifact, explain)  # before a run folder is made
         source = _source(images, videos, recursive, resume, decoder, video)
         if source is None:
             click.echo("nothing left to do: every input is already recorded")
@@ -117,9 +111,8 @@ def _decoder_pool(images, decode_timeout):
     if not images:
         return contextlib.nullcontext()
     from auditor_rt.runtime.decoder_pool import DecoderPool
-    from auditor_rt.runtime.image_file_source import default_decode_workers
 
-    return DecoderPool(default_decode_workers(), deadline_s=decode_timeout)
+    return DecoderPool(deadline_s=decode_timeout)
 
 
 def _open_model(artifact, server, token, batch, region_threshold, runner):

@@ -30,8 +30,8 @@ from auditor_rt.runtime.imageio import resize_map
 from auditor_rt.runtime.serve.batcher import DeadlineExceeded, DynamicBatcher, Overloaded
 from auditor_rt.runtime.serve.http import (IMAGE_TYPES, SNIFFED_TYPES, HttpError, check_declared_length, header,
                                            is_image_type, media_type, multipart_images, query, read_body, respond,
-                                           respond_json, sniffed_image)
-from auditor_rt.runtime.serve.limits import RequestLimits, check_scope
+                                           respond_json)
+from auditor_rt.runtime.serve.limits import RequestLimits
 from auditor_rt.runtime.serve.metrics import CONTENT_TYPE as METRICS_TYPE, Metrics
 
 HEATMAP_FORMATS = ("png", "npy", "none", "ref")
@@ -116,7 +116,6 @@ class AuditApp:
         path, method = scope["path"], scope["method"]
         began = time.perf_counter()
         try:
-            check_scope(scope, self.request_limits)  # 414/431; the httptools protocol refuses these even earlier
             if path == "/v1/audit":
                 self._allow(method, "POST")
                 self._authorize(scope)
@@ -199,9 +198,8 @@ class AuditApp:
             body = await read_body(scope, receive, limit)
             if kind == "multipart/form-data":
                 blobs = multipart_images(body, params.get("boundary", ""))
-            else:  # no usable Content-Type (curl --data-binary): the magic bytes say whether it is an image
-                blobs = [sniffed_image(body, f"the body ({kind or 'no Content-Type'})") if kind in SNIFFED_TYPES
-                         else body]
+            else:  # with no usable Content-Type (curl --data-binary), as always, the bytes say what it is
+                blobs = [(body, "image 0" if is_image_type(kind) else f"the body ({kind or 'no Content-Type'})")]
             loop = asyncio.get_running_loop()
             decode_began = time.perf_counter()
             decoded = await loop.run_in_executor(self.pool, self._decode, blobs)
@@ -257,13 +255,12 @@ class AuditApp:
                                  f"{', '.join(self.methods) or 'none'}", "bad_request")
         return {"heatmap": heatmap, "size": size, "explain": explain}
 
-    def _decode(self, blobs: list[bytes]) -> list[tuple[np.ndarray, tuple[int, int]]]:
+    def _decode(self, blobs: list[tuple[bytes, str]]) -> list[tuple[np.ndarray, tuple[int, int]]]:
         """(the image at the model's size, its original (height, width)) for each blob, decoded in the decoder
         pool. The refusals name the image: 415 for a format outside --formats, 413 past --max-pixels or too
         costly to decode (memory or deadline), 422 when the file crashed a decoder, 400 when it is unreadable."""
         out = []
-        for index, blob in enumerate(blobs):
-            what = f"image {index}"
+        for blob, what in blobs:
             try:
                 check_accepted(blob, self.settings.formats, what)
                 decoded = self.decoder.decode(blob, name=what)

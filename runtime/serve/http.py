@@ -7,26 +7,15 @@ import json
 import urllib.parse
 from typing import Awaitable, Callable
 
-from auditor_rt.runtime.image_headers import sniff_format
-
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/tiff", "image/bmp")  # named in messages
 # What clients send when they do not say: curl --data-binary sends form-urlencoded, many libraries octet-stream.
-# For these the body's magic bytes decide.
+# For these (and form fields, text/plain) the bytes decide, as for every image: ``image_formats.check_accepted``.
 SNIFFED_TYPES = ("", "application/octet-stream", "application/x-www-form-urlencoded")
 
 
 def is_image_type(kind: str) -> bool:
     """Any image/* type: the decoder, not a list here, decides what it reads (400 naming the cause if not)."""
     return kind.startswith("image/")
-
-
-def sniffed_image(body: bytes, what: str) -> bytes:
-    """``body`` when its first bytes are an image format, else the 415 that names what was sent."""
-    if sniff_format(body[:16]) is None:
-        shown = body[:8].hex(" ") if body else "nothing"
-        raise HttpError(415, f"{what} is not an image (its first bytes are {shown}); send JPEG, PNG, WebP, GIF, "
-                             "TIFF or BMP bytes", "unsupported_type")
-    return body
 
 
 class HttpError(Exception):
@@ -86,8 +75,9 @@ async def read_body(scope: dict, receive: Callable[[], Awaitable[dict]], limit: 
             return b"".join(chunks)
 
 
-def multipart_images(body: bytes, boundary: str) -> list[bytes]:
-    """The image parts of a multipart/form-data body, in order. A part that declares a non-image type is a 415."""
+def multipart_images(body: bytes, boundary: str) -> list[tuple[bytes, str]]:
+    """(bytes, a name for messages) of the image parts of a multipart/form-data body, in order. A part that
+    declares a non-image type is a 415."""
     if not boundary:
         raise HttpError(400, "multipart/form-data without a boundary", "bad_request")
     delimiter = b"--" + boundary.encode("latin-1")
@@ -105,10 +95,11 @@ def multipart_images(body: bytes, boundary: str) -> list[bytes]:
         part_type = media_type(headers.get("content-type"))[0]
         content = content[:-2] if content.endswith(b"\r\n") else content
         if part_type in SNIFFED_TYPES or part_type == "text/plain":  # form fields default to text/plain
-            content = sniffed_image(content, f"multipart part {len(images)} ({part_type or 'no Content-Type'})")
-        elif not is_image_type(part_type):
+            images.append((content, f"multipart part {len(images)} ({part_type or 'no Content-Type'})"))
+        elif is_image_type(part_type):
+            images.append((content, f"image {len(images)}"))
+        else:
             raise HttpError(415, f"a multipart part is {part_type}; send {', '.join(IMAGE_TYPES)}", "unsupported_type")
-        images.append(content)
     if not images:
         raise HttpError(400, "the multipart body has no parts", "bad_request")
     return images

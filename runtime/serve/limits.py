@@ -5,8 +5,7 @@ httptools (llhttp) has no such limits: it buffers a header of any size, so a 1 M
 a 500 KB URL were accepted. The limits are enforced where the bytes arrive, in a subclass of uvicorn's httptools
 protocol: while a request's head is being read it is fed to the parser in slices that never take the head past its
 budget, so a client cannot make the server buffer more than the limits allow, and the refusal goes out before the
-app sees the request. ``check_scope`` repeats the checks at the ASGI level for the h11 fallback (which caps a head
-at 16 KiB itself, with a 400).
+app sees the request. serve therefore requires httptools (the ``serve`` extra), not uvicorn's h11 fallback.
 """
 
 from __future__ import annotations
@@ -49,21 +48,6 @@ class RequestLimits:
         if total > self.headers:
             return HttpError(431, f"the headers are over {self.headers} bytes in all", "headers_too_large")
         return None
-
-
-def check_scope(scope: dict, limits: RequestLimits) -> None:
-    """Raise the 414/431 that ``limits`` call for, from an ASGI scope (any HTTP protocol implementation)."""
-    url = len(scope.get("raw_path") or scope.get("path", "").encode()) + len(scope.get("query_string", b"")) + 1
-    refusal = limits.check_url(url)
-    count = total = 0
-    for name, value in scope.get("headers", []):
-        if refusal is not None:
-            break
-        count += 1
-        total += len(name) + len(value) + 4
-        refusal = limits.check_header(name, len(value), count, total)
-    if refusal is not None:
-        raise refusal
 
 
 def limited_httptools_protocol(limits: RequestLimits, on_refusal: Callable[[str], None]):

@@ -7,20 +7,25 @@ import errno
 import signal
 import socket
 import time
+from typing import TYPE_CHECKING
 
 from auditor_rt.runtime.errors import ConfigError
-from auditor_rt.runtime.serve.app import AuditApp
 from auditor_rt.runtime.serve.limits import limited_httptools_protocol
+
+if TYPE_CHECKING:  # the app imports the serve extra's packages; require_uvicorn names them first
+    from auditor_rt.runtime.serve.app import AuditApp
 
 SERVE_INSTALL_HINT = "from the auditor-rt checkout: pip install -e '.[serve]'"
 
 
 def require_uvicorn():
-    """uvicorn, or a one-line error that says how to install it. ``serve`` calls this before it loads a model."""
-    try:
-        import uvicorn
-    except ImportError:
-        raise ConfigError(f"serve needs uvicorn, which this install lacks; {SERVE_INSTALL_HINT}") from None
+    """uvicorn, or a one-line error that says how to install the serve extra (uvicorn, httptools, whose protocol
+    enforces the request limits, and prometheus-client). ``serve`` calls this before it loads a model."""
+    missing = [name for name in ("uvicorn", "httptools", "prometheus_client") if not _has(name)]
+    if missing:
+        raise ConfigError(f"serve needs {', '.join(missing)}, which this install lacks; {SERVE_INSTALL_HINT}")
+    import uvicorn
+
     return uvicorn
 
 
@@ -50,7 +55,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run_server(app: AuditApp, sock: socket.socket, log=print) -> None:
+def run_server(app: "AuditApp", sock: socket.socket, log=print) -> None:
     uvicorn = require_uvicorn()
 
     class DrainingServer(uvicorn.Server):
@@ -76,9 +81,8 @@ def run_server(app: AuditApp, sock: socket.socket, log=print) -> None:
             return await super().on_tick(counter)
 
     loop = "uvloop" if _has("uvloop") else "asyncio"
-    # httptools has no limits on the request head: ours are enforced where the bytes arrive (serve/limits.py);
-    # h11, the fallback, caps a head at 16 KiB itself, and the app checks the rest.
-    http = limited_httptools_protocol(app.request_limits, app.metrics.reject) if _has("httptools") else "h11"
+    # httptools has no limits on the request head: ours are enforced where the bytes arrive (serve/limits.py)
+    http = limited_httptools_protocol(app.request_limits, app.metrics.reject)
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(app, host=host, port=port, loop=loop, http=http, lifespan="on", access_log=False,
                             log_level="warning", timeout_graceful_shutdown=app.settings.grace_s)

@@ -51,7 +51,7 @@ def test_an_animated_png_is_apng_and_refused_by_default():
 
 
 def test_unknown_bytes_are_named():
-    with pytest.raises(FormatNotAcceptedError, match="not in a known image format.*68 65 6c 6c 6f"):
+    with pytest.raises(FormatNotAcceptedError, match="not an image in a known format.*68 65 6c 6c 6f"):
         check_accepted(b"hello world", SERVE_DEFAULT)
     with pytest.raises(FormatNotAcceptedError, match="nothing"):
         check_accepted(b"", SERVE_DEFAULT)

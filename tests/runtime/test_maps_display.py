@@ -11,7 +11,7 @@ from auditor_rt.runtime.legend import legend_band, with_legend
 from auditor_rt.runtime.mapview import (AGAINST_RISK, FOR_RISK, absolute_heatmap, attribution_view, display_scale,
                                         faded, smooth_map)
 from auditor_rt.runtime.pictures import THUMB, MapDisplay, SheetTiles
-from auditor_rt.runtime.visualize import overlay, write_rgb
+from auditor_rt.runtime.visualize import colorize, write_rgb
 
 
 def speckled_evidence(size: int = 96, seed: int = 0) -> np.ndarray:
@@ -47,9 +47,17 @@ def test_smoothing_cancels_the_speckle_and_keeps_the_net_evidence():
     assert np.abs(values[60:90, 60:90]).mean() > 0.5  # it was strong before
 
 
+def old_signed_overlay(image, values, alpha):
+    """The display this module replaced: a blue-white-red lookup table, blended in proportion to magnitude."""
+    scale = float(np.percentile(np.abs(values), 99.5)) or 1.0
+    weight = (alpha * np.clip(np.abs(values) / scale, 0.0, 1.0))[..., None]
+    blended = image * (1.0 - weight) + colorize(values, signed=True, scale=scale) * weight
+    return np.clip(blended, 0, 255).astype(np.uint8)
+
+
 def test_smoothed_view_shows_red_on_the_evidence_where_the_raw_speckle_is_grey_after_jpeg(tmp_path):
     values = speckled_evidence()
-    old = overlay(GREY_PHOTO, values, alpha=0.85, signed=True)  # the display before: one-pixel speckle
+    old = old_signed_overlay(GREY_PHOTO, values, alpha=0.85)  # the display before: one-pixel speckle
     cv2.imwrite(str(tmp_path / "old.jpg"), cv2.cvtColor(old, cv2.COLOR_RGB2BGR))  # OpenCV's default 4:2:0
     old_back = cv2.cvtColor(cv2.imread(str(tmp_path / "old.jpg")), cv2.COLOR_BGR2RGB)
     view = attribution_view(GREY_PHOTO, values, signed=True, sigma=3)

@@ -141,18 +141,8 @@ def test_overlay_alpha_extremes():
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (6, 7, 3), dtype=np.uint8)
     heat = rng.random((6, 7)).astype(np.float32) * 2 - 1
-    np.testing.assert_array_equal(overlay(image, heat, alpha=0.0, signed=True), image)
     np.testing.assert_array_equal(overlay(image, heat, alpha=0.0), image)
     np.testing.assert_array_equal(overlay(image, heat.clip(0, 1), alpha=1.0), colorize(heat.clip(0, 1)))
-
-
-def test_signed_overlay_shows_the_image_where_there_is_no_evidence():
-    image = np.full((10, 10, 3), 90, dtype=np.uint8)
-    heat = np.zeros((10, 10), np.float32)
-    heat[2, 2], heat[7, 7] = 5.0, -5.0
-    out = overlay(image, heat, alpha=1.0, signed=True)
-    assert (out[0, 0] == image[0, 0]).all()  # zero evidence: the photograph, not white
-    assert out[2, 2, 0] > out[2, 2, 2] and out[7, 7, 2] > out[7, 7, 0]  # red for, blue against
 
 
 def test_draw_regions_draws_the_box_edges_only():
