@@ -82,10 +82,6 @@ class ModelInfo(Section):
     feature_grid: tuple[int, ...] | None = None
     extra: dict = field(default_factory=dict)
 
-    @property
-    def is_classifier(self) -> bool:
-        return self.kind == CLASSIFIER
-
 
 @dataclass(frozen=True)
 class Decision(Section):

@@ -50,7 +50,7 @@ def build_reference(artifact: Artifact, checkpoint: str | Path | None = None,
     names = graphs or list(artifact.manifest.graphs)
     findings: list[str] = []
     notes: list[str] = []
-    if artifact.manifest.model.is_classifier:
+    if "classify" in artifact.manifest.graphs:  # as Auditor.load tells the kinds apart
         base, description = _classifier(artifact, findings)
     else:
         base, description = _risk_head(artifact, checkpoint, findings, notes)

@@ -40,7 +40,7 @@ def test_a_classifier_manifest_records_its_kind_and_a_null_threshold():
     data = manifest.to_dict()
     assert data["decision"] == {"threshold": None, "rule": "argmax over classes"}
     assert data["model"]["weights"] == {"source": "random", "sha256": None, "random": True}
-    assert Manifest.from_dict(data).model.is_classifier and "heatmap" not in data and "training" not in data
+    assert Manifest.from_dict(data).model.kind == CLASSIFIER and "heatmap" not in data and "training" not in data
 
 
 def test_a_manifest_from_before_the_typed_fields_loads_and_keeps_what_it_does_not_know():
