@@ -188,6 +188,42 @@ def flash_attention_backward(grad_out, query, key, value, out, logsumexp, dropou
     return grad_scores @ key * scale, grad_scores.transpose(-2, -1) @ query * scale, grad_value
 
 
+@register_vjp(aten.max_pool2d_with_indices_backward.default)
+def max_pool2d_backward(grad_output, input, kernel_size, stride, padding, dilation, ceil_mode, indices):
+    """Each output cell's gradient to the first maximum of its window, recomputed from the input instead of read
+    from the pool's indices: TensorRT's parser refuses MaxPool's indices output (onnx-tensorrt's op checker,
+    "TensorRT does not support the indices output in MaxPool!"), and ScatterElements with an add reduction needs a
+    plugin there. The window's k*k values are strided slices of the -inf-padded input; ``argmax`` over them picks
+    the first maximum in row-major window order, PyTorch's tie rule (ONNX ArgMax with select_last_index=0); a
+    one-hot of that choice routes the gradient, and a depthwise transposed convolution with a one-hot kernel per
+    window position scatters it back. Ties (flat images, plateaus) therefore send the whole gradient to one cell,
+    as ATen does."""
+    kernel = _per_dim(kernel_size, 2)
+    stride = _per_dim(stride, 2) if len(stride) else kernel
+    padding, dilation = _per_dim(padding, 2), _per_dim(dilation, 2)
+    channels, size_in, size_out = int(input.shape[1]), [int(n) for n in input.shape[2:]], \
+        [int(n) for n in grad_output.shape[2:]]
+    reach = [(size_out[i] - 1) * stride[i] + dilation[i] * (kernel[i] - 1) + 1 for i in range(2)]  # padded extent
+    beyond = [max(0, reach[i] - size_in[i] - 2 * padding[i]) for i in range(2)]  # ceil mode's last windows
+    padded = F.pad(input, (padding[1], padding[1] + beyond[1], padding[0], padding[0] + beyond[0]),
+                   value=float("-inf"))
+    positions = [(kh, kw) for kh in range(kernel[0]) for kw in range(kernel[1])]
+    windows = torch.stack([padded[:, :, kh * dilation[0]:kh * dilation[0] + reach[0] - dilation[0] * (kernel[0] - 1):stride[0],
+                                  kw * dilation[1]:kw * dilation[1] + reach[1] - dilation[1] * (kernel[1] - 1):stride[1]]
+                           for kh, kw in positions], dim=2)  # [N, C, k*k, Ho, Wo]
+    first_max = windows.argmax(dim=2, keepdim=True)
+    slots = torch.arange(len(positions)).reshape(1, 1, -1, 1, 1)
+    routed = (first_max == slots).to(grad_output.dtype) * grad_output.unsqueeze(2)
+    scatter = torch.zeros(channels * len(positions), 1, *kernel, dtype=grad_output.dtype)
+    for slot, (kh, kw) in enumerate(positions):
+        scatter[slot::len(positions), 0, kh, kw] = 1.0
+    grad = aten.convolution(routed.flatten(1, 2), scatter, None, stride, [0, 0], dilation, True, [0, 0], channels)
+    short = [max(0, padding[i] + size_in[i] - reach[i]) for i in range(2)]  # floor mode's unreached edge
+    if any(short):
+        grad = F.pad(grad, (0, short[1], 0, short[0]))
+    return grad[:, :, padding[0]:padding[0] + size_in[0], padding[1]:padding[1] + size_in[1]]
+
+
 @register_vjp(aten.threshold_backward.default)
 def threshold_backward(grad_output, self, threshold):
     """ReLU's backward: the gradient where the activation passed the threshold. As a product with a float mask,

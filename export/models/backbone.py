@@ -44,7 +44,8 @@ class Normalize(nn.Module):
                              / torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return image.permute(0, 3, 1, 2).float() * self.scale - self.shift
+        # float before the transpose: TensorRT refuses a UINT8 tensor inside the network (inputs and outputs only)
+        return image.float().permute(0, 3, 1, 2) * self.scale - self.shift
 
 
 class FeatureExtractor(nn.Module):

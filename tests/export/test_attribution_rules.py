@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from auditor_rt.export.attribution.compiler import compile_gradient
 from auditor_rt.export.attribution.rules import (adaptive_avg_pool2d_backward, avg_pool2d_backward,
-                                                 convolution_backward)
+                                                 convolution_backward, max_pool2d_backward)
 from auditor_rt.export.errors import ExportError
 from auditor_rt.runtime.errors import NotSupportedError
 
@@ -79,6 +79,49 @@ def test_adaptive_avg_pool_rule_matches_aten(size_in, size_out):
     x = torch.randn(2, 3, *size_in, generator=generator)
     grad_out = torch.randn(2, 3, *size_out, generator=generator)
     close(adaptive_avg_pool2d_backward(grad_out, x), aten._adaptive_avg_pool2d_backward(grad_out, x))
+
+
+def _pool_input(kind: str, size: int, generator) -> torch.Tensor:
+    x = torch.randn(2, 3, size, size + 1, generator=generator, dtype=torch.float64)
+    if kind == "flat":  # every window is one tie
+        return torch.zeros_like(x)
+    if kind == "plateaus":  # ties of 2 to 9 cells in most windows, at several levels
+        return torch.round(x)
+    return x
+
+
+@pytest.mark.parametrize("kind", ["random", "flat", "plateaus"])
+@pytest.mark.parametrize("kernel, stride, padding, dilation, ceil_mode, size", [
+    (3, 2, 1, 1, False, 16),   # resnet's stem pool
+    (3, 2, 1, 1, False, 17),   # odd size: the last window reaches the padding
+    (2, 2, 0, 1, False, 9),    # floor mode leaves the last row and column unreached
+    (3, 2, 1, 1, True, 16),    # ceil mode: a last window past the padded input
+    (2, 2, 0, 1, True, 9),
+    (3, 1, 1, 1, False, 8),    # stride 1: overlapping windows share maxima
+    (3, 2, 1, 2, False, 15),   # dilated
+    (3, 3, 1, 1, True, 11),
+])
+def test_max_pool_rule_matches_aten_ties_included(kernel, stride, padding, dilation, ceil_mode, size, kind):
+    """ATen's gradient, ties included: the first maximum of a window in row-major order takes it all. (Not bit for
+    bit: where overlapping windows share a maximum, the transposed convolution adds their gradients in another
+    order, about 1e-16 apart in FP64; a tie sent to the wrong cell would be off by a whole gradient.)"""
+    x = _pool_input(kind, size, torch.Generator().manual_seed(size))
+    args = ([kernel] * 2, [stride] * 2, [padding] * 2, [dilation] * 2, ceil_mode)
+    out, indices = aten.max_pool2d_with_indices(x, *args)
+    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    expected = aten.max_pool2d_with_indices_backward(grad_out, x, *args, indices)
+    actual = max_pool2d_backward(grad_out, x, *args, torch.empty(0))  # the indices are not read
+    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-12)
+
+
+def test_max_pool_rule_answers_a_changed_input():
+    """The routing follows the input of each call (recomputed in the graph), not one frozen at export."""
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    grad_out = torch.ones(1, 1, 2, 2)
+    args = ([2, 2], [2, 2], [0, 0], [1, 1], False)
+    first = max_pool2d_backward(grad_out, x, *args, None)
+    second = max_pool2d_backward(grad_out, x.flip(-1), *args, None)
+    assert first[0, 0, 1, 1] == 1 and second[0, 0, 1, 0] == 1 and not torch.equal(first, second)
 
 
 def test_compiled_gradient_equals_autograd_on_new_inputs():
