@@ -1,6 +1,7 @@
-"""Max-pool backward in ONNX Runtime on CPU: the TensorRT-buildable form (first maximum recomputed from the input
-with ArgMax, scattered back with a one-hot transposed convolution) against the indexed form it replaced (MaxPool's
-indices output, as torch's own decomposition writes it), side by side in one run.
+"""Max-pool backward in ONNX Runtime on CPU: the TensorRT-buildable form (``--target tensorrt``: the first maximum
+recomputed from the input with ArgMax, scattered back with a one-hot transposed convolution) against the indexed
+form (``--target onnxruntime``: MaxPool's indices output, as torch's own decomposition writes it), side by side in
+one run. The faster one in ORT is the one ``--target onnxruntime`` keeps (``rules.ONNXRUNTIME_FORMS``).
 
 Two measurements, each at batch 1 and 8, medians of shuffled rounds (``_common.time_interleaved``):
 - the backward of one max pool alone (resnet's stem pool: 64 channels, 3x3, stride 2, at 112x112 for a 224 input);
@@ -15,6 +16,7 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -23,41 +25,40 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import TUNED_CONFIG, build_modules, ort_session, time_interleaved  # noqa: E402
 from _machine import cpu_model, load_average  # noqa: E402
 
-from auditor_rt.export.attribution import create_attribution, rules  # noqa: E402
+from auditor_rt.export.attribution import create_attribution  # noqa: E402
 from auditor_rt.export.attribution.compiler import compile_gradient  # noqa: E402
 from auditor_rt.export.conversion.torch_to_onnx import export_graph  # noqa: E402
 
-RULE = torch.ops.aten.max_pool2d_with_indices_backward.default
-FORMS = ("indexed (before)", "ArgMax + ConvTranspose")
+FORMS = {"indexed (onnxruntime)": "onnxruntime", "ArgMax + ConvTranspose (tensorrt)": "tensorrt"}
+
+
+class Gradient(NamedTuple):
+    grad: torch.Tensor
 
 
 class PoolBackward(torch.nn.Module):
     """The input gradient of a 3x3 stride-2 max pool for a given output gradient, compiled to forward ops."""
 
-    def __init__(self, example: torch.Tensor):
+    def __init__(self, example: torch.Tensor, target: str):
         super().__init__()
 
         def gradient(x, g):
             _, vjp = torch.func.vjp(lambda v: torch.nn.functional.max_pool2d(v, 3, 2, 1), x)
             return vjp(g)[0]
 
-        self.graph = compile_gradient(gradient, example, torch.nn.functional.max_pool2d(example, 3, 2, 1))
+        self.compiled = compile_gradient(gradient, example, torch.nn.functional.max_pool2d(example, 3, 2, 1),
+                                         target=target)
 
-    def forward(self, x, g):
-        return self.graph(x, g)
+    def forward(self, x, g) -> Gradient:
+        return Gradient(self.compiled(x, g))
 
 
 def export_both(name: str, build, example, folder: Path, input_names) -> dict[str, Path]:
-    """The graph ``build()`` makes, exported once with each form of the max-pool backward."""
+    """The graph ``build(target)`` makes, exported for each target (so with each form of the max-pool backward)."""
     paths = {}
-    for form in FORMS:
-        saved = rules.VJP_RULES.pop(RULE) if form == FORMS[0] else None
-        try:
-            paths[form] = folder / f"{name}_{FORMS.index(form)}.onnx"
-            export_graph(build(), paths[form], example, input_names=input_names)
-        finally:
-            if saved is not None:
-                rules.VJP_RULES[RULE] = saved
+    for form, target in FORMS.items():
+        paths[form] = folder / f"{name}_{target}.onnx"
+        export_graph(build(target), paths[form], example, input_names=input_names)
     return paths
 
 
@@ -82,13 +83,15 @@ def main(argv=None) -> None:
         folder = Path(tmp)
         stem = torch.randn(2, 64, args.size // 2, args.size // 2)
         pooled = torch.nn.functional.max_pool2d(stem, 3, 2, 1)
-        pool_paths = export_both("pool", lambda: PoolBackward(stem), (stem, torch.randn_like(pooled)), folder,
+        pool_paths = export_both("pool", lambda target: PoolBackward(stem, target), (stem, torch.randn_like(pooled)), folder,
                                  ("x", "g"))
         audit = build_modules(args.backbone, (args.size, args.size))["audit"]
         example = torch.randint(0, 256, (2, args.size, args.size, 3), dtype=torch.uint8)
-        saliency_paths = export_both("saliency", lambda: create_attribution("saliency", audit, example), example,
+        saliency_paths = export_both("saliency", lambda target: create_attribution("saliency", audit, example,
+                                                                             target=target), example,
                                      folder, ("image",))
-        print(f"{'graph':28s} {'batch':>5s} " + " ".join(f"{form + ' ms':>26s}" for form in FORMS) + "  new/old")
+        header = " ".join(f"{form + ' ms':>36s}" for form in FORMS)
+        print(f"{'graph':28s} {'batch':>5s} {header}  tensorrt/onnxruntime")
         for batch in args.batches:
             x = rng.standard_normal((batch, 64, args.size // 2, args.size // 2)).astype(np.float32)
             g = rng.standard_normal((batch, 64, *pooled.shape[2:])).astype(np.float32)
@@ -97,7 +100,7 @@ def main(argv=None) -> None:
                                         (f"{args.backbone} saliency", saliency_paths, {"image": images})):
                 timings = time_pair(paths, feeds, batch, args.repeats)
                 old, new = (timings[form].median_ms for form in FORMS)
-                print(f"{label:28s} {batch:5d} {old:26.2f} {new:26.2f}  {new / old:.3f}")
+                print(f"{label:28s} {batch:5d} {old:36.2f} {new:36.2f}  {new / old:.3f}")
     print(f"load average after: {load_average()}")
 
 

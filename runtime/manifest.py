@@ -43,7 +43,7 @@ class TensorSpec:
 
 
 _GRAPH_FACTS = ("method", "params", "images_per_input", "map_output", "raw_output", "signed", "num_classes",
-                "completeness")
+                "completeness", "tensorrt")
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,9 @@ class GraphEntry:
     attribution graph records its ``method`` and ``params``, how many images it runs per input image, which output
     is the map (``map_output``; ``raw_output`` before any post-processing), whether the map is ``signed``, and for
     IG the ``completeness`` check made at export; a classifier's graphs record ``num_classes`` (targets are checked
-    against it). Keys this runtime does not know stay in ``extra``. Older artifacts lack some facts: None."""
+    against it). ``tensorrt``: what a static check against TensorRT's ONNX parser found at export (``parser``,
+    ``findings``, ``count``). Keys this runtime does not know stay in ``extra``. Older artifacts lack some facts:
+    None."""
 
     file: str
     sha256: str
@@ -68,6 +70,7 @@ class GraphEntry:
     signed: bool | None = None
     num_classes: int | None = None
     completeness: dict | None = None
+    tensorrt: dict | None = None
     extra: dict = field(default_factory=dict)
 
     @classmethod

@@ -23,8 +23,11 @@ from auditor_rt.cli.options import method_options
               help="With --classifier: the head size of a fine-tuned model (default: the model's own).")
 @click.option("--input-size", type=click.IntRange(min=32), default=None,
               help="With --classifier: the square input size (default: the model's pretrained size).")
+@click.option("--target", type=click.Choice(["onnxruntime", "tensorrt"]), default="onnxruntime", show_default=True,
+              help="Where the graphs will run. Every graph is checked against TensorRT's ONNX parser: what it would "
+                   "refuse is a warning for onnxruntime, an error for tensorrt (and recorded in the manifest).")
 @method_options
-def command(checkpoint, out, name, opset, check, attributions, classifier, weights, num_classes, input_size,
+def command(checkpoint, out, name, opset, check, attributions, classifier, weights, num_classes, input_size, target,
             method_params):
     """Export a trained CHECKPOINT folder (or, with --classifier, a plain timm classifier) to an artifact: the
     audit (or classify) graph, attribution graphs, weights.bin and manifest.json."""
@@ -45,8 +48,8 @@ def command(checkpoint, out, name, opset, check, attributions, classifier, weigh
             from auditor_rt.export.graphs.classifier_export import export_classifier_artifact
 
             result = export_classifier_artifact(classifier, out, weights, num_classes, input_size, methods, params,
-                                                opset=opset, check=check)
+                                                opset=opset, check=check, target=target)
         else:
             result = export_artifact(load_checkpoint(checkpoint), out, name=name, opset=opset, check=check,
-                                     attributions=methods, attribution_params=params)
+                                     attributions=methods, attribution_params=params, target=target)
     print_export(result)

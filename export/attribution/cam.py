@@ -87,9 +87,10 @@ class GradCam(Attribution):
     map_output = "cam"
     raw_output = "cam_raw"
 
-    def __init__(self, audit: AuditModule, example: torch.Tensor, stage: str | int | None = None, eager: bool = False):
+    def __init__(self, audit: AuditModule, example: torch.Tensor, stage: str | int | None = None, eager: bool = False,
+                 target: str = "onnxruntime"):
         torch.nn.Module.__init__(self)
-        self.setup(audit, eager)
+        self.setup(audit, eager, target)
         self.stage, module = _stage_module(audit, stage)
         self.prefix_tokens = audit.features.num_prefix_tokens
         probe = _Probe()

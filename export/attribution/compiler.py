@@ -52,24 +52,28 @@ class _FlattenedLinear(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def compile_gradient(fn: Callable, *example: torch.Tensor, share_key: tuple | None = None) -> torch.fx.GraphModule:
+def compile_gradient(fn: Callable, *example: torch.Tensor, share_key: tuple | None = None,
+                     target: str = "onnxruntime") -> torch.fx.GraphModule:
     """``fn`` computes attributions with ``torch.func`` (grad/vjp); the result is the same computation with every
     backward op written as forward ops. Trace with a batch of at least 2: symbolic tracing specialises size-1 dims.
     (An attribution module built with ``eager=True`` does not call this: it keeps ``fn`` itself.)
 
     ``functionalize`` first removes in-place updates of views (timm's ConvNeXt does them), which would otherwise
     leave ``as_strided`` scatters that ONNX cannot express.
+
+    ``target`` "tensorrt" uses only backward forms that TensorRT's ONNX parser builds; "onnxruntime" may use faster
+    ones it refuses (``rules.ONNXRUNTIME_FORMS``).
     """
     shared = _SHARED.get()
     if shared is not None and share_key is not None:
-        key = (*share_key, *((tuple(t.shape), t.dtype) for t in example))
+        key = (*share_key, target, *((tuple(t.shape), t.dtype) for t in example))
         if key not in shared:
-            shared[key] = compile_gradient(fn, *example)
+            shared[key] = compile_gradient(fn, *example, target=target)
         return shared[key]
     functional = torch.func.functionalize(fn, remove="mutations_and_views")
     try:
         with _FlattenedLinear():
-            graph_module = make_fx(functional, decomposition_table=gradient_decompositions(),
+            graph_module = make_fx(functional, decomposition_table=gradient_decompositions(target),
                                    tracing_mode="symbolic", _allow_non_fake_inputs=True)(*example)
     except NotSupportedError as exc:  # a rule that states what it lacks
         raise ExportError(f"cannot write the backward pass as forward ops: {exc}") from None

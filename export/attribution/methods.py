@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Callable, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from auditor_rt.export.attribution.compiler import compile_gradient
@@ -32,13 +31,14 @@ def register_attribution(name: str) -> Callable[[type], type]:
 
 
 def create_attribution(name: str, audit: AuditModule, example: torch.Tensor, eager: bool = False,
-                       **params) -> "Attribution":
+                       target: str = "onnxruntime", **params) -> "Attribution":
     """The ``name`` method's module over ``audit``, its gradients compiled to forward ops so that it exports. With
     ``eager``, it takes them with PyTorch's own autograd at call time instead (and does not export): the reference
-    that ``verify`` and the parity check compare exported graphs with, which so checks the compiler too."""
+    that ``verify`` and the parity check compare exported graphs with, which so checks the compiler too.
+    ``target``: where the graph will run, "onnxruntime" or "tensorrt" (``compiler.compile_gradient``)."""
     if name not in ATTRIBUTIONS:
         raise ConfigError(f"unknown attribution method {name!r}; choose from {', '.join(sorted(ATTRIBUTIONS))}")
-    return ATTRIBUTIONS[name](audit, example, eager=eager, **params).eval()
+    return ATTRIBUTIONS[name](audit, example, eager=eager, target=target, **params).eval()
 
 
 def input_gradient_fn(model):
@@ -72,9 +72,9 @@ class Attribution(nn.Module):
     raw_output = ""  # the output to compare across classes (unnormalised); the map output unless it is normalised
     extra_inputs: tuple[str, ...] = ()
 
-    def __init__(self, audit: AuditModule, example: torch.Tensor, eager: bool = False):
+    def __init__(self, audit: AuditModule, example: torch.Tensor, eager: bool = False, target: str = "onnxruntime"):
         super().__init__()
-        self.setup(audit, eager)
+        self.setup(audit, eager, target)
         with torch.no_grad():
             x = self.normalize(example)
         # Traced outside no_grad: under it, autograd of a Linear layer records an as_strided scatter (seen with
@@ -82,15 +82,15 @@ class Attribution(nn.Module):
         self.compiled = self.differentiate(input_gradient_fn(audit), x, *example_target(audit, len(x)),
                                            share_key=("input gradient", id(audit)))
 
-    def setup(self, model, eager: bool) -> None:
+    def setup(self, model, eager: bool, target: str = "onnxruntime") -> None:
         self.normalize, self.input_size, self.takes_target = model.normalize, model.input_size, model.takes_target
-        self.model, self.eager = model, eager
+        self.model, self.eager, self.target = model, eager, target
         if self.takes_target:
             self.extra_inputs = (*self.extra_inputs, "target")
 
     def differentiate(self, fn, *example: torch.Tensor, share_key: tuple):
         """``fn`` (a ``torch.func`` gradient) compiled to forward ops, or ``fn`` itself in an eager module."""
-        return fn if self.eager else compile_gradient(fn, *example, share_key=share_key)
+        return fn if self.eager else compile_gradient(fn, *example, share_key=share_key, target=self.target)
 
     def gradient(self, x: torch.Tensor, target: torch.Tensor | None):
         return self.compiled(x, target) if self.takes_target else self.compiled(x)

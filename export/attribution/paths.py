@@ -48,13 +48,13 @@ class IntegratedGradients(Attribution):
     map_output = "ig"
 
     def __init__(self, audit, example, steps: int = 32, baseline: str = "black", blur_sigma: float = 8.0,
-                 eager: bool = False):
+                 eager: bool = False, target: str = "onnxruntime"):
         if baseline not in BASELINES:
             raise ConfigError(f"unknown IG baseline {baseline!r}; choose from {', '.join(BASELINES)}")
         if steps < 1:
             raise ConfigError(f"--ig-steps must be at least 1, got {steps}")
         self.extra_inputs = ("baseline",) if baseline == "input" else ()
-        super().__init__(audit, example, eager)
+        super().__init__(audit, example, eager, target)
         self.steps, self.baseline, self.blur_sigma = steps, baseline, blur_sigma
         nodes, weights = np.polynomial.legendre.leggauss(steps)
         alphas = np.concatenate([(nodes + 1) / 2, [1.0, 0.0]])  # quadrature points, then image and baseline
@@ -106,8 +106,9 @@ class SmoothGrad(Attribution):
     extra_inputs = ("noise",)
     map_output = "smoothgrad"
 
-    def __init__(self, audit, example, samples: int = 16, noise_level: float = 0.15, eager: bool = False):
-        super().__init__(audit, example, eager)
+    def __init__(self, audit, example, samples: int = 16, noise_level: float = 0.15, eager: bool = False,
+                 target: str = "onnxruntime"):
+        super().__init__(audit, example, eager, target)
         self.samples, self.noise_level = samples, noise_level
 
     def params(self) -> dict:

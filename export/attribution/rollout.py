@@ -47,11 +47,12 @@ class AttentionRollout(Attribution):
     map_output = "rollout"
     raw_output = "rollout_raw"
 
-    def __init__(self, audit: AuditModule, example: torch.Tensor, head_fusion: str = "mean", eager: bool = False):
+    def __init__(self, audit: AuditModule, example: torch.Tensor, head_fusion: str = "mean", eager: bool = False,
+                 target: str = "onnxruntime"):
         torch.nn.Module.__init__(self)
         if head_fusion not in HEAD_FUSIONS:
             raise ConfigError(f"unknown rollout head fusion {head_fusion!r}; choose from {', '.join(HEAD_FUSIONS)}")
-        self.setup(audit, eager)  # no gradient inside: eager or not, the same module
+        self.setup(audit, eager, target)  # no gradient inside: eager or not, the same module
         self.head_fusion = head_fusion
         self.prefix_tokens = audit.features.num_prefix_tokens
         model = audit.features.model

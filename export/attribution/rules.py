@@ -263,14 +263,26 @@ def _copy_of(view_op):
     return lambda *args, **kwargs: view_op(*args, **kwargs).clone(memory_format=torch.contiguous_format)
 
 
-def gradient_decompositions() -> dict:
-    """The table for make_fx: torch's own decompositions of backward ops, then ours (which win)."""
+# Backward ops whose TensorRT-buildable rule is slower in ONNX Runtime on CPU than torch's own decomposition, which
+# TensorRT's parser refuses. For ``target`` "onnxruntime" torch's form is kept. benchmarks/max_pool_backward.py,
+# resnet50 at 224 on 2 AMD EPYC cores: the stem pool's backward 4.85 -> 5.22 ms at batch 1, 21.3 -> 44.4 ms at 8;
+# the whole saliency graph 44.0 -> 45.6 ms and 338 -> 368 ms.
+ONNXRUNTIME_FORMS = (aten.max_pool2d_with_indices_backward.default,)
+TARGETS = ("onnxruntime", "tensorrt")
+
+
+def gradient_decompositions(target: str = "onnxruntime") -> dict:
+    """The table for make_fx: torch's own decompositions of backward ops, then ours (which win), except where
+    ``target`` is onnxruntime and torch's form runs faster there (``ONNXRUNTIME_FORMS``)."""
+    if target not in TARGETS:
+        raise ValueError(f"target {target!r}: choose {' or '.join(TARGETS)}")
     table = {op: fn for op, fn in decomposition_table.items() if "backward" in op.name()}
     # The fused attention kernel as math, so that its forward exports and pairs with the backward rule above.
     fused = aten._scaled_dot_product_flash_attention_for_cpu.default
     if fused in decomposition_table:
         table[fused] = decomposition_table[fused]
-    table.update(VJP_RULES)
+    table.update({op: rule for op, rule in VJP_RULES.items()
+                  if target == "tensorrt" or op not in ONNXRUNTIME_FORMS})
     # functionalize() turns views into X_copy ops; the ONNX exporter lowers several of them through
     # as_strided_scatter, which ONNX cannot express. A view plus a contiguous clone means the same and exports.
     for copy_op, view_op in ((aten.slice_copy.Tensor, aten.slice.Tensor), (aten.select_copy.int, aten.select.int),

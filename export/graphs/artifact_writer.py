@@ -24,6 +24,7 @@ from auditor_rt.export.conversion.weights_store import WeightsStore
 from auditor_rt.export.errors import ExportError
 from auditor_rt.export.graphs.manifest_builder import graph_metadata
 from auditor_rt.export.progress import Progress
+from auditor_rt.export.graphs.tensorrt_target import check_for_tensorrt
 from auditor_rt.export.verification.convergence import check_completeness, onnx_gradient
 from auditor_rt.export.verification.parity import check_parity
 from auditor_rt.runtime.artifact import sha256_file
@@ -105,8 +106,8 @@ def _method_weight(method: str, params: dict, first_of_trace: bool) -> float:
     return weight
 
 
-def attribution_jobs(model, example: torch.Tensor, methods, params: dict,
-                     num_classes: int | None = None) -> list[GraphJob]:
+def attribution_jobs(model, example: torch.Tensor, methods, params: dict, num_classes: int | None = None,
+                     target: str = "onnxruntime") -> list[GraphJob]:
     """One job per method, built (and traced) when the writer reaches it; unknown names fail here, before any
     minute is spent. ``num_classes``: a classifier's, recorded so that the runtime checks targets against it."""
     unknown = [method for method in methods if method not in ATTRIBUTIONS]
@@ -120,7 +121,7 @@ def attribution_jobs(model, example: torch.Tensor, methods, params: dict,
         job = GraphJob(method, None, "attribution", weight=_method_weight(method, params.get(method, {}), first))
 
         def build(job=job, method=method):
-            module = create_attribution(method, model, example, **params.get(method, {}))
+            module = create_attribution(method, model, example, target=target, **params.get(method, {}))
             job.module, job.input_names = module, ("image", *module.extra_inputs)
             job.facts = {"method": method, "params": module.params(),
                          "images_per_input": METHODS[method].per_input(METHODS[method].resolved(module.params())),
@@ -134,20 +135,22 @@ def attribution_jobs(model, example: torch.Tensor, methods, params: dict,
 
 
 def write_artifact(folder: Path, jobs: list[GraphJob], manifest: Manifest, example: torch.Tensor, opset: int,
-                   check: bool, progress: Progress | None = None, created: bool = False) -> ExportResult:
+                   check: bool, progress: Progress | None = None, created: bool = False,
+                   target: str = "onnxruntime") -> ExportResult:
     """Export every job's graph; with ``check``, compare each with PyTorch. Large weights go to one shared
     ``weights.bin``. The manifest is written last, only after every graph passed its checks: a folder whose export
     failed never looks like a usable artifact, and one that this export ``created`` is removed. ``manifest``
-    (``manifest_builder.new_manifest``) gets the graphs' entries and the data files."""
+    (``manifest_builder.new_manifest``) gets the graphs' entries and the data files. Each graph is checked against
+    TensorRT's parser: a warning, or with ``target`` "tensorrt" an error (``tensorrt_target.py``)."""
     try:
-        return _write(folder, jobs, manifest, example, opset, check, progress)
+        return _write(folder, jobs, manifest, example, opset, check, progress, target)
     except BaseException:
         if created:
             shutil.rmtree(folder, ignore_errors=True)
         raise
 
 
-def _write(folder, jobs, manifest: Manifest, example, opset, check, progress) -> ExportResult:
+def _write(folder, jobs, manifest: Manifest, example, opset, check, progress, target) -> ExportResult:
     if progress is None:
         progress = Progress([job.key for job in jobs], weights={job.key: job.weight for job in jobs}, title="export")
     start = time.perf_counter()
@@ -170,6 +173,8 @@ def _write(folder, jobs, manifest: Manifest, example, opset, check, progress) ->
                 with progress.stage("saving"):
                     set_metadata(model, graph_metadata(manifest, job.key, _entry(job, inputs, outputs, opset)))
                     path = store.save(model, job.file)
+                with progress.stage("TensorRT check"):
+                    job.facts["tensorrt"] = check_for_tensorrt(job.key, path, target)
                 if check:
                     with progress.stage("parity"):
                         parity[job.key] = check_parity(job.module, path, inputs, outputs, tuple(example.shape[1:3]),

@@ -17,7 +17,8 @@ from auditor_rt.runtime.manifest_sections import CLASSIFIER, Decision, ModelInfo
 
 def export_classifier_artifact(name: str, out_dir: str | Path, weights: str = AUTO, num_classes: int | None = None,
                                input_size: int | None = None, attributions=(), attribution_params=None,
-                               opset: int = DEFAULT_OPSET, check: bool = True, progress=None) -> ExportResult:
+                               opset: int = DEFAULT_OPSET, check: bool = True, progress=None,
+                               target: str = "onnxruntime") -> ExportResult:
     model, info = create_classifier(name, weights, num_classes)
     size = input_size or int(model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
     mean, std = preprocessing_of(model)
@@ -26,10 +27,10 @@ def export_classifier_artifact(name: str, out_dir: str | Path, weights: str = AU
     jobs = [GraphJob("classify", classifier, "classify")]
     # num_classes: the runtime checks targets against it
     jobs += attribution_jobs(classifier, example, attributions, attribution_params or {},
-                             num_classes=classifier.num_classes)
+                             num_classes=classifier.num_classes, target=target)
     folder, created = prepare_folder(out_dir)
     preprocess = Preprocess(input_size=(size, size), mean=tuple(mean), std=tuple(std))
     weights_record = WeightsRecord(source=info.source, sha256=info.sha256, random=info.is_random)
     model_info = ModelInfo(kind=CLASSIFIER, backbone=name, num_classes=classifier.num_classes, weights=weights_record)
     manifest = new_manifest(folder.name, preprocess, model_info, None, Decision(rule="argmax over classes"))
-    return write_artifact(folder, jobs, manifest, example, opset, check, progress, created)
+    return write_artifact(folder, jobs, manifest, example, opset, check, progress, created, target)

@@ -25,16 +25,16 @@ def build_audit_module(checkpoint: Checkpoint) -> AuditModule:
 
 def export_artifact(checkpoint: Checkpoint, out_dir: str | Path, name: str | None = None,
                     opset: int = DEFAULT_OPSET, check: bool = True, attributions=(),
-                    attribution_params: dict | None = None, progress=None) -> ExportResult:
+                    attribution_params: dict | None = None, progress=None, target: str = "onnxruntime") -> ExportResult:
     """Export the audit graph (and one graph per attribution method) of a risk-head ``checkpoint``. Progress lines
     go to stderr unless ``progress`` is given (``Progress.silent()`` for none)."""
     audit = build_audit_module(checkpoint)
     example = example_images(checkpoint.input_size)
     jobs = [GraphJob("audit", audit, "audit")]
-    jobs += attribution_jobs(audit, example, attributions, attribution_params or {})
+    jobs += attribution_jobs(audit, example, attributions, attribution_params or {}, target=target)
     folder, created = prepare_folder(out_dir)
     manifest = risk_head_manifest(checkpoint, audit, name or folder.name)
-    return write_artifact(folder, jobs, manifest, example, opset, check, progress, created)
+    return write_artifact(folder, jobs, manifest, example, opset, check, progress, created, target)
 
 
 def risk_head_manifest(checkpoint: Checkpoint, audit: AuditModule, name: str) -> Manifest:

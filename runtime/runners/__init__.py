@@ -5,6 +5,7 @@ imported only when it is chosen, so ``auditor-rt --help`` and the edge install s
 from __future__ import annotations
 
 import importlib
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -56,8 +57,14 @@ def create_runner(artifact: Artifact, graph: str = "audit", backend: str = "auto
     cls = runner_class(backend)  # an unknown backend is named before any file is read
     entry = artifact.graph(graph)
     path = artifact.graph_path(graph)  # checks the digest first
-    return cls(path, entry.inputs, entry.outputs, providers=providers or "auto", threads=threads,
-               cache_dir=artifact.folder / "trt_cache" / entry.sha256[:16], io_binding=io_binding)
+    runner = cls(path, entry.inputs, entry.outputs, providers=providers or "auto", threads=threads,
+                 cache_dir=artifact.folder / "trt_cache" / entry.sha256[:16], io_binding=io_binding)
+    refused = (entry.tensorrt or {}).get("count", 0)
+    if refused and "TensorrtExecutionProvider" in getattr(runner, "active_providers", ()):
+        warnings.warn(f"graph {graph}: TensorRT's parser refuses {refused} of its nodes (found at export: "
+                      f"{(entry.tensorrt.get('findings') or ['?'])[0]}), so ONNX Runtime's TensorRT provider runs it "
+                      "split, the rest on the next provider; re-export with --target tensorrt to see why", stacklevel=2)
+    return runner
 
 
 __all__ = ["BACKENDS", "Runner", "available_providers", "create_runner", "open_graph", "register_runner"]

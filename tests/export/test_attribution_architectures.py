@@ -1,4 +1,5 @@
-"""Every attribution method on the main timm families (slow: run with `pytest -m slow`).
+"""Every attribution method on the main timm families, built for TensorRT (``target="tensorrt"``): no node that
+TensorRT's ONNX parser refuses (``export/tensorrt_compat.py``), and parity with autograd (slow: `pytest -m slow`).
 
 Parity is judged as DESIGN.md says: against an FP64 autograd reference, the exported FP32 graph's error must be
 within 1e-4 of the map's scale, or no larger than 2x PyTorch's own FP32 error (the noise floor measured in the same
@@ -20,6 +21,7 @@ from auditor_rt.export.models.backbone import FeatureExtractor, Normalize, creat
 from auditor_rt.export.models.audit_module import AuditModule
 from auditor_rt.export.models.head import RiskHead
 from auditor_rt.export.conversion.torch_to_onnx import export_graph
+from auditor_rt.export.tensorrt_compat import NOTE, format_findings, tensorrt_findings
 from auditor_rt.runtime.imageio import resize_image
 
 from autograd_reference import autograd_reference
@@ -57,13 +59,15 @@ def test_every_method_matches_autograd(arch, tmp_path):
     batches = {"photos": photographs(size), "random": rng.integers(0, 256, (2, size, size, 3), dtype=np.uint8)}
     report = []
     for method, params in METHODS:
-        module = create_attribution(method, audit, example, **params)
+        module = create_attribution(method, audit, example, target="tensorrt", **params)
         path = tmp_path / f"{method}.onnx"
         start = time.perf_counter()
         inputs = ("image", *module.extra_inputs)
         examples = (example, torch.randn(2, 2, 3, size, size)) if method == "smoothgrad" else example
         export_graph(module, path, examples, input_names=inputs, dynamic={"noise": {1: "samples"}})
         export_s = time.perf_counter() - start
+        refused = [f for f in tensorrt_findings(path) if f.severity != NOTE]
+        assert not refused, f"{arch} {method}: TensorRT's parser would refuse\n{format_findings(refused)}"
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         names = [o.name for o in session.get_outputs()]
         for label, images in batches.items():

@@ -17,7 +17,7 @@ def test_every_exporter_module_takes_the_declared_parameters_with_the_declared_d
     for name, method in METHODS.items():
         signature = inspect.signature(ATTRIBUTIONS[name].__init__)
         taken = {key: p.default for key, p in signature.parameters.items()
-                 if key not in ("self", "audit", "example", "eager")}  # eager: how it is built, not a parameter
+                 if key not in ("self", "audit", "example", "eager", "target")}  # how it is built
         assert taken == method.defaults(), name
 
 
