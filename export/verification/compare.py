@@ -88,6 +88,7 @@ class Comparison:
     min_atol: float = 0.0        # the smallest atol (rtol 0) that would have passed the values
     min_rtol: float = 0.0        # the smallest rtol (atol 0) that would have passed the values
     worst_image: int = 0
+    spread: float = 0.0          # two runs of the backend on the same inputs: max |a1 - a2| of the scale (0: same)
     ill_conditioned: dict[str, str] = field(default_factory=dict)  # input label -> why its reference is unreliable
 
     def __bool__(self) -> bool:

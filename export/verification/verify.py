@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from auditor_rt.export.verification.compare import JITTER, PRECISION_DEFAULTS, Comparison, Tolerance, compare_output
+from auditor_rt.export.verification.compare import (JITTER, PRECISION_DEFAULTS, Comparison, Tolerance, compare_output,
+                                                   scaled_errors)
 from auditor_rt.export.verification.integrity import Finding, integrity_findings
 from auditor_rt.export.verification.parity import torch_outputs
 from auditor_rt.export.verification.reference import ReferenceModel, build_reference
@@ -234,12 +235,14 @@ def _verify_graph(report: VerifyReport, artifact: Artifact, reference: Reference
             report.unavailable[backend] = str(exc)
             continue
         with runner:
-            actual = _timed_outputs(runner.infer, feed, step, None,
-                                    f"{backend} ({', '.join(getattr(runner, 'active_providers', []))})", log)
+            what = f"{backend} ({', '.join(getattr(runner, 'active_providers', []))})"
+            actual = _timed_outputs(runner.infer, feed, step, None, what, log)
+            again = _timed_outputs(runner.infer, feed, step, None, f"{what} again, for determinism", log)
         for output in (spec.name for spec in entry.outputs):
             comparison = compare_output(backend, name, output, actual[output], expected[output], floor.get(output),
                                         tolerance_for(name, output, options), options.quantile,
                                         None if jittered is None else jittered.get(output), labels)
+            judge_determinism(comparison, actual[output], again[output], expected[output], floor.get(output), labels)
             report.comparisons.append(comparison)
             if comparison.kind == "map" and output in _shown_maps(entry):
                 report.maps[(backend, name, output)] = {"reference": expected[output], "actual": actual[output],
@@ -247,6 +250,31 @@ def _verify_graph(report: VerifyReport, artifact: Artifact, reference: Reference
         if entry.kind == "audit" and artifact.manifest.threshold is not None:
             report.comparisons.append(decision_check(backend, name, actual["score"], expected["score"],
                                                      artifact.manifest.threshold, labels))
+
+
+def judge_determinism(comparison, first: np.ndarray, second: np.ndarray, reference: np.ndarray,
+                      reference32: np.ndarray | None, labels: list[str]) -> None:
+    """Two runs of the backend on the same inputs should agree bit for bit. Where they do not (a reduction whose
+    order follows thread timing, atomics on a GPU), the spread is recorded (``comparison.spread``, of each input's
+    scale): a failure when it passes that input's noise floor (PyTorch FP32's own error), else a note."""
+    if comparison.kind == "index" or first.shape != second.shape:
+        if comparison.kind == "index" and not np.array_equal(first, second):
+            comparison.passed = False
+            comparison.reasons.append("non-deterministic: two runs on the same inputs give different values")
+        return
+    spreads = scaled_errors(first.astype(np.float64), second.astype(np.float64), comparison.kind)
+    floors = scaled_errors(reference32, reference, comparison.kind) if reference32 is not None else 0 * spreads
+    worst = int(np.argmax(spreads)) if len(spreads) else 0
+    comparison.spread = float(spreads[worst]) if len(spreads) else 0.0
+    if not comparison.spread:
+        return
+    text = (f"non-deterministic: two runs on the same inputs differ by {comparison.spread:.1e} of the scale on "
+            f"{labels[worst]} (PyTorch FP32's own error there: {floors[worst]:.1e})")
+    if (spreads > np.maximum(floors, 1e-12)).any():
+        comparison.passed = False
+        comparison.reasons.append(text)
+    else:
+        comparison.notes.append(text)
 
 
 def jittered_feed(feed: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
