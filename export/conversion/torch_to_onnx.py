@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from auditor_rt.export.conversion.onnx_passes import optimize_for_onnxruntime
+from auditor_rt.export.conversion.tensorrt_passes import optimize_for_tensorrt
 from auditor_rt.export.errors import ExportError
 from auditor_rt.runtime.feeds import ROLES
 from auditor_rt.runtime.manifest import TensorSpec
@@ -20,16 +21,22 @@ DEFAULT_OPSET = 18
 
 def export_graph(module: torch.nn.Module, path: Path, example: torch.Tensor | tuple, opset: int = DEFAULT_OPSET,
                  input_names: tuple[str, ...] = ("image",), dynamic: dict[str, dict[int, str]] | None = None,
-                 optimize: bool = True) -> list:
+                 optimize: bool = True, target: str = "onnxruntime") -> list:
     """Export with a dynamic batch (dim 0 of every input, one shared symbol); returns the output names (the fields
-    of the module's NamedTuple output). ``dynamic`` names further dynamic dims, e.g. {"noise": {1: "samples"}}."""
+    of the module's NamedTuple output). ``dynamic`` names further dynamic dims, e.g. {"noise": {1: "samples"}}.
+    ``optimize`` rewrites the graph for ``target`` (``optimize_for``)."""
     import onnx
 
     model, output_names = export_model(module, example, opset, input_names, dynamic, optimize)
     if optimize:
-        optimize_for_onnxruntime(model)
+        optimize_for(model, target)
     onnx.save(model, str(path))
     return output_names
+
+
+def optimize_for(model, target: str) -> dict[str, int]:
+    """The ONNX passes for where the graph will run: ONNX Runtime's CPU layouts, or TensorRT's parser."""
+    return optimize_for_tensorrt(model) if target == "tensorrt" else optimize_for_onnxruntime(model)
 
 
 def export_model(module: torch.nn.Module, example: torch.Tensor | tuple, opset: int = DEFAULT_OPSET,

@@ -18,8 +18,8 @@ import torch
 
 from auditor_rt.export.attribution import ATTRIBUTIONS, create_attribution, splice
 from auditor_rt.export.attribution.compiler import shared_traces
-from auditor_rt.export.conversion.onnx_passes import optimize_for_onnxruntime
-from auditor_rt.export.conversion.torch_to_onnx import export_model, graph_opset, set_metadata, tensor_specs
+from auditor_rt.export.conversion.torch_to_onnx import (export_model, graph_opset, optimize_for, set_metadata,
+                                                        tensor_specs)
 from auditor_rt.export.conversion.weights_store import WeightsStore
 from auditor_rt.export.errors import ExportError
 from auditor_rt.export.graphs.manifest_builder import graph_metadata
@@ -168,7 +168,7 @@ def _write(folder, jobs, manifest: Manifest, example, opset, check, progress, ta
                     raise ExportError(f"asked for opset {opset} but the exporter wrote opset {actual_opset}; "
                                       f"use an opset it supports (e.g. 18)")
                 with progress.stage("passes"):
-                    optimize_for_onnxruntime(model)
+                    optimize_for(model, target)
                 inputs, outputs = tensor_specs(model)
                 with progress.stage("saving"):
                     set_metadata(model, graph_metadata(manifest, job.key, _entry(job, inputs, outputs, opset)))

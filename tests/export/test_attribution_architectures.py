@@ -64,7 +64,8 @@ def test_every_method_matches_autograd(arch, tmp_path):
         start = time.perf_counter()
         inputs = ("image", *module.extra_inputs)
         examples = (example, torch.randn(2, 2, 3, size, size)) if method == "smoothgrad" else example
-        export_graph(module, path, examples, input_names=inputs, dynamic={"noise": {1: "samples"}})
+        export_graph(module, path, examples, input_names=inputs, dynamic={"noise": {1: "samples"}},
+                     target="tensorrt")
         export_s = time.perf_counter() - start
         refused = [f for f in tensorrt_findings(path) if f.severity != NOTE]
         assert not refused, f"{arch} {method}: TensorRT's parser would refuse\n{format_findings(refused)}"
