@@ -16,6 +16,7 @@ COMMANDS = {
     "infer": "auditor_rt.cli.commands.infer",
     "info": "auditor_rt.cli.commands.info",
     "verify": "auditor_rt.cli.commands.verify",
+    "build": "auditor_rt.cli.commands.build",
     "serve": "auditor_rt.cli.commands.serve",
 }
 

@@ -10,15 +10,14 @@ from pathlib import Path
 from typing import Sequence
 
 from auditor_rt.runtime.artifact import Artifact
-from auditor_rt.runtime.errors import BackendUnavailableError, ConfigError
+from auditor_rt.runtime.errors import ConfigError
 from auditor_rt.runtime.manifest import TensorSpec
 from auditor_rt.runtime.runners.base import Runner
 
-# name -> "module:class" of its Runner, or the reason it is not available in this version
-REGISTRY: dict[str, str] = {"onnxruntime": "auditor_rt.runtime.runners.onnxruntime:OnnxRuntimeRunner"}
-NOT_BUILT = {"tensorrt": "native TensorRT engines are not built by this version of auditor-rt; use --backend "
-                         "onnxruntime --providers tensorrt to run the graph through ONNX Runtime's TensorRT "
-                         "execution provider"}
+# name -> "module:class" of its Runner. "tensorrt" runs native engines built by `auditor-rt build` (one per graph,
+# in the artifact); ONNX Runtime's TensorRT execution provider stays `--backend onnxruntime --providers tensorrt`.
+REGISTRY: dict[str, str] = {"onnxruntime": "auditor_rt.runtime.runners.onnxruntime:OnnxRuntimeRunner",
+                            "tensorrt": "auditor_rt.runtime.runners.tensorrt:TensorRTRunner"}
 BACKENDS = ("auto", *REGISTRY)
 
 
@@ -30,10 +29,8 @@ def register_runner(name: str, target: str) -> None:
 
 def runner_class(backend: str) -> type[Runner]:
     name = "onnxruntime" if backend == "auto" else backend
-    if name in NOT_BUILT:
-        raise BackendUnavailableError(NOT_BUILT[name])
     if name not in REGISTRY:
-        known = ", ".join(["auto", *REGISTRY, *NOT_BUILT])
+        known = ", ".join(["auto", *REGISTRY])
         raise ConfigError(f"unknown backend {backend!r}; choose one of {known}")
     module, _, attribute = REGISTRY[name].partition(":")
     return getattr(importlib.import_module(module), attribute)
@@ -42,7 +39,8 @@ def runner_class(backend: str) -> type[Runner]:
 def open_graph(path: str | Path, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], backend: str = "auto",
                **options) -> Runner:
     """Open one ONNX file on ``backend`` ("auto": ONNX Runtime with its best available provider). ``options``
-    go to the backend (ONNX Runtime: providers, threads, cache_dir, io_binding, trt_fp16)."""
+    go to the backend (ONNX Runtime: providers, threads, cache_dir, io_binding, trt_fp16; TensorRT: engine, the
+    engine's manifest entry, without which it refuses to open a plan)."""
     return runner_class(backend)(path, inputs, outputs, **options)
 
 
@@ -52,9 +50,13 @@ def available_providers(backend: str = "auto") -> list[str]:
 
 
 def create_runner(artifact: Artifact, graph: str = "audit", backend: str = "auto", providers=None,
-                  threads: int | None = None, io_binding: bool | None = None) -> Runner:
-    """Open ``graph`` of ``artifact`` on a backend; a re-exported graph never reuses a stale TensorRT cache."""
+                  threads: int | None = None, io_binding: bool | None = None, precision: str | None = None) -> Runner:
+    """Open ``graph`` of ``artifact`` on a backend; a re-exported graph never reuses a stale TensorRT cache.
+    ``backend="tensorrt"`` opens the graph's native engine from the artifact's engines section (``precision``:
+    fp32 or fp16; None prefers fp32); ``providers``, ``threads`` and ``io_binding`` are ONNX Runtime's."""
     cls = runner_class(backend)  # an unknown backend is named before any file is read
+    if backend == "tensorrt":
+        return cls.from_artifact(artifact, graph, precision)
     entry = artifact.graph(graph)
     path = artifact.graph_path(graph)  # checks the digest first
     runner = cls(path, entry.inputs, entry.outputs, providers=providers or "auto", threads=threads,
