@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import click
@@ -15,7 +16,7 @@ class RunProgress:
     frames, fps, risks, events and errors when it does not (streams). A context manager: it ends its line."""
 
     def __init__(self, total: int | None, explain: str | None):
-        self.err = click.get_text_stream("stderr")
+        self.err = sys.stderr
         label = f"auditing (--explain {explain})" if explain else "auditing"
         self.bar = ProgressLine(total, self.err, label=label) if total is not None else None
         self.began = time.perf_counter()

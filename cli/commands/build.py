@@ -1,3 +1,5 @@
+import sys
+
 import click
 
 
@@ -6,7 +8,7 @@ class _BuildProgress:
     on its own line in a log."""
 
     def __init__(self):
-        self.stream = click.get_text_stream("stderr")
+        self.stream = sys.stderr
         self.tty = self.stream.isatty()
         self.graph = None
 

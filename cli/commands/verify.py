@@ -20,9 +20,11 @@ def _named_values(option: str, pairs) -> dict[str, float]:
 
 @click.command("verify")
 @click.argument("artifact", type=click.Path())
-@click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt", "all"]), default="onnxruntime",
-              show_default=True, help="What to compare with PyTorch. 'all' runs every backend available here and "
-                                      "lists the others as not available.")
+@click.option("--backend", type=click.Choice(["onnxruntime", "ort-tensorrt", "tensorrt", "all"]),
+              default="onnxruntime", show_default=True,
+              help="What to compare with PyTorch: ONNX Runtime (CPU or CUDA), ONNX Runtime's TensorRT execution "
+                   "provider (ort-tensorrt), or the artifact's native TensorRT engines (tensorrt: `auditor-rt "
+                   "build`). 'all' runs every backend available here and lists the others as not available.")
 @click.option("--images", type=click.Path(file_okay=False), default=None,
               help="A folder of real images to compare on (up to --max-images), beside the random and edge inputs.")
 @click.option("--random", "random_count", type=click.IntRange(min=0), default=2, show_default=True,
@@ -35,8 +37,9 @@ def _named_values(option: str, pairs) -> dict[str, float]:
 @click.option("--error-quantile", type=click.FloatRange(0, 1), default=0.99, show_default=True,
               help="Also report this quantile of each output's absolute error.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
-              help="fp16 builds TensorRT engines in FP16 and judges them loosely on values, strictly on "
-                   "correlation (>= 0.99) and decisions.")
+              help="fp16 checks the FP16 TensorRT engines (tensorrt) or runs ORT's TensorRT provider in FP16 "
+                   "(ort-tensorrt), and judges them loosely on values, strictly on correlation (>= 0.99) and "
+                   "decisions.")
 @click.option("--graphs", default=None, metavar="NAMES", help="Comma-separated graphs to check (default: all).")
 @click.option("--checkpoint", type=click.Path(file_okay=False), default=None,
               help="The head checkpoint folder, where it moved from the path the manifest records.")
@@ -58,6 +61,7 @@ def command(artifact, backend, images, random_count, max_images, atol, rtol, err
     manifest; plus digests, the ONNX checker, opsets and metadata. Exit 0: all pass; 1: a check failed; 2: a usage
     or artifact error."""
     import json
+    import sys
 
     from auditor_rt.export.versions import require_export_versions
 
@@ -71,7 +75,7 @@ def command(artifact, backend, images, random_count, max_images, atol, rtol, err
         rtol=_named_values("--rtol", rtol), quantile=error_quantile, precision=precision,
         graphs=[g.strip() for g in graphs.split(",") if g.strip()] if graphs else None, checkpoint=checkpoint,
         providers=parse_providers(providers), threads=threads, quick=quick)
-    err = click.get_text_stream("stderr")
+    err = sys.stderr
     report = verify_artifact(artifact, options, log=lambda message: err.write(f"{message}\n"))
     if report_dir:
         from auditor_rt.export.verification.verify_report import write_report

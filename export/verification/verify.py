@@ -26,9 +26,9 @@ from auditor_rt.runtime.errors import BackendUnavailableError, ConfigError, Imag
 from auditor_rt.runtime.feeds import input_role, make_feed
 from auditor_rt.runtime.imageio import decode_image, is_image_path, resize_image
 from auditor_rt.runtime.methods import images_per_input
-from auditor_rt.runtime.runners import available_providers, open_graph
+from auditor_rt.runtime.runners import available_providers, create_runner, open_graph
 
-BACKENDS = ("onnxruntime", "tensorrt")
+BACKENDS = ("onnxruntime", "ort-tensorrt", "tensorrt")  # ORT (CPU or CUDA), ORT's TensorRT provider, native engines
 EDGE_INPUTS = ("black", "white", "saturated")
 QUICK_IMAGES = 2  # real images in a --quick run
 QUICK_EXPANDED = 3  # real or random inputs for IG and SmoothGrad in a --quick run (their steps are fixed in the
@@ -125,10 +125,15 @@ def graph_feed(entry, images: np.ndarray, seed: int, targets: np.ndarray | None)
 
 # ---- running ---------------------------------------------------------------------------------------------------------
 
-def open_backend(backend: str, path: Path, entry, options: VerifyOptions):
-    """An ORT session for the graph: the CPU or GPU providers for ``onnxruntime``; the TensorRT execution provider
-    (FP16 with ``precision='fp16'``) for ``tensorrt``. Raises BackendUnavailableError where it cannot run here."""
+def open_backend(backend: str, artifact: Artifact, name: str, options: VerifyOptions):
+    """A runner for graph ``name``: an ORT session on the CPU or GPU providers for ``onnxruntime``; ORT's TensorRT
+    execution provider (FP16 with ``precision='fp16'``) for ``ort-tensorrt``; the artifact's native engine of that
+    precision (``auditor-rt build``) for ``tensorrt``. The ORT file is opened as it is on disk: a digest mismatch is
+    reported by the integrity checks, and compared anyway. Raises BackendUnavailableError where it cannot run."""
+    entry, path = artifact.graph(name), artifact.folder / artifact.graph(name).file
     if backend == "tensorrt":
+        return create_runner(artifact, name, backend="tensorrt", precision=options.precision)
+    if backend == "ort-tensorrt":
         available = available_providers("onnxruntime")
         if "TensorrtExecutionProvider" not in available:
             raise BackendUnavailableError("not available here: this onnxruntime build has no TensorRT execution "
@@ -139,7 +144,8 @@ def open_backend(backend: str, path: Path, entry, options: VerifyOptions):
                           cache_dir=path.parent / "trt_cache" / f"{entry.sha256[:16]}-{options.precision}",
                           trt_fp16=options.precision == "fp16")
     if options.precision == "fp16":
-        raise ConfigError("--precision fp16 applies to the tensorrt backend; ONNX Runtime runs these graphs in FP32")
+        raise ConfigError("--precision fp16 applies to the tensorrt and ort-tensorrt backends; ONNX Runtime runs "
+                          "these graphs in FP32")
     return open_graph(path, entry.inputs, entry.outputs, "onnxruntime", providers=options.providers,
                       threads=options.threads)
 
@@ -223,12 +229,11 @@ def _verify_graph(report: VerifyReport, artifact: Artifact, reference: Reference
     if entry.kind != "classify":  # maps: is each input's reference well-conditioned?
         jittered = _timed_outputs(fp64, jittered_feed(feed, options.seed), step, torch.float64,
                                   f"FP64 reference under a {JITTER:g} jitter", log)
-    path = artifact.folder / entry.file  # as it is on disk: a digest mismatch is reported, and compared anyway
     for backend in options.backends:
         if backend in report.unavailable:
             continue
         try:
-            runner = open_backend(backend, path, entry, options)
+            runner = open_backend(backend, artifact, name, options)
         except BackendUnavailableError as exc:
             if len(options.backends) == 1:
                 raise

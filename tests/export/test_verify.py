@@ -180,7 +180,8 @@ def test_cli_exit_codes_table_and_report(artifact_dir, tmp_path):
     (["--atol", "heatmap"], "write NAME:VALUE"),
     (["--atol", "nosuch:1e-3"], "name no output called nosuch"),
     (["--graphs", "nosuch"], "no graph named 'nosuch'"),
-    (["--backend", "tensorrt"], "not available here"),
+    (["--backend", "ort-tensorrt"], "not available here"),
+    (["--backend", "tensorrt"], "auditor-rt build"),
 ])
 def test_cli_usage_and_artifact_errors_exit_2(artifact_dir, args, fragment):
     result = CliRunner().invoke(cli, ["verify", str(artifact_dir), *args])
@@ -193,7 +194,8 @@ def test_backend_all_runs_what_is_here_and_names_the_rest(artifact_dir):
     result = CliRunner().invoke(cli, ["verify", str(artifact_dir), "--backend", "all", "--graphs", "audit"])
     assert result.exit_code == 0, result.output
     if "TensorrtExecutionProvider" not in ort.get_available_providers():
-        assert "tensorrt: not available here" in result.output
+        assert "ort-tensorrt: not available here" in result.output
+    assert "tensorrt: " in result.output  # native engines: none built (or no TensorRT) here
 
 
 def test_not_a_artifact_folder_is_exit_2(tmp_path):
