@@ -11,10 +11,10 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from auditor_rt.export.attribution.rules import TARGETS
 from auditor_rt.export.errors import ExportError
 from auditor_rt.export.tensorrt_compat import NOTE, tensorrt_findings
 
-TARGETS = ("onnxruntime", "tensorrt")
 PARSER = "onnx-tensorrt 10.1"  # the parser whose rules tensorrt_compat encodes
 RECORDED = 20  # findings kept in the manifest per graph
 

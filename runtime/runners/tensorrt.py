@@ -36,6 +36,7 @@ import numpy as np
 from auditor_rt.runtime.errors import (ArtifactError, BackendUnavailableError, ConfigError, DigestMismatchError,
                                        InputValidationError)
 from auditor_rt.runtime.manifest import Manifest, TensorSpec
+from auditor_rt.runtime.manifest_sections import Section
 from auditor_rt.runtime.runners.base import Runner
 
 INSTALL_HINT = ("install TensorRT and cuda-python on a machine with an NVIDIA GPU and driver: "
@@ -87,7 +88,7 @@ def rebuild_command(folder, graph: str, precision: str) -> str:
 
 
 @dataclass(frozen=True)
-class EngineEntry:
+class EngineEntry(Section):
     """One engine in the manifest's ``engines`` section, keyed ``<graph>.<precision>``. ``source_graph`` is the
     manifest graph it was built from (the graph itself, or its FP16 variant) and ``graph_sha256`` that graph's
     digest then. ``profile``: min/opt/max batch of its one optimization profile."""
@@ -107,9 +108,6 @@ class EngineEntry:
     tf32: bool = False
     extra: dict = field(default_factory=dict)
 
-    _KNOWN = ("graph", "precision", "file", "sha256", "source_graph", "graph_sha256", "tensorrt", "gpu",
-              "compute_capability", "profile", "hardware_compat", "version_compatible", "tf32")
-
     @property
     def key(self) -> str:
         return f"{self.graph}.{self.precision}"
@@ -117,14 +115,6 @@ class EngineEntry:
     @property
     def batch_range(self) -> tuple[int, int]:
         return int(self.profile["min_batch"]), int(self.profile["max_batch"])
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "EngineEntry":
-        return cls(**{key: data[key] for key in cls._KNOWN if key in data},
-                   extra={k: v for k, v in data.items() if k not in cls._KNOWN})
-
-    def to_dict(self) -> dict:
-        return {**{key: getattr(self, key) for key in self._KNOWN}, **self.extra}
 
 
 def engine_entries(manifest: Manifest) -> dict[str, EngineEntry]:
