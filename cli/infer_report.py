@@ -39,6 +39,7 @@ class RunProgress:
             self.bar.close()
         else:
             self.err.write("\n")
+            self.err.flush()  # before the summary goes to stdout
 
 
 def report(summary, as_json: bool) -> None:
